@@ -1,0 +1,1 @@
+//! starling-c2s (work in progress)

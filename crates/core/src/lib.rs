@@ -1,0 +1,1 @@
+//! starling-core (work in progress)

@@ -1,0 +1,1 @@
+//! starling-cpim (work in progress)

@@ -1,0 +1,1 @@
+//! starling-e2e (work in progress)

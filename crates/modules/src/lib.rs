@@ -1,0 +1,1 @@
+//! starling-modules (work in progress)

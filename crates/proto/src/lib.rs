@@ -1,0 +1,1 @@
+//! starling-proto (work in progress)

@@ -1,0 +1,1 @@
+//! starling-sasl (work in progress)

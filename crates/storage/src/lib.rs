@@ -1,0 +1,1 @@
+//! starling-storage (work in progress)

@@ -1,0 +1,1 @@
+//! starling-stream (work in progress)
