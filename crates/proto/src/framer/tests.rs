@@ -1,0 +1,739 @@
+//! Tests of the framer: normal streams at every split point, keepalives, restarts, each
+//! rejection with its stream error condition, and the memory bounds under hostile input.
+
+use super::*;
+use crate::error::StreamErrorCondition;
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0' xml:lang='en'>";
+
+/// Feeds `input` in chunks of `chunk` bytes, draining events after each chunk.
+fn run_chunked(input: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<StreamError>) {
+    let mut f = Framer::new(Limits::default());
+    run_with(&mut f, input, chunk)
+}
+
+fn run_with(f: &mut Framer, input: &[u8], chunk: usize) -> (Vec<StreamEvent>, Option<StreamError>) {
+    let mut events = Vec::new();
+    for part in input.chunks(chunk.max(1)) {
+        f.feed(part);
+        loop {
+            match f.next_event() {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => break,
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+    (events, None)
+}
+
+fn first_error(input: &[u8]) -> StreamError {
+    let (events, err) = run_chunked(input, input.len());
+    err.unwrap_or_else(|| {
+        panic!(
+            "no error for {:?}; events {events:?}",
+            String::from_utf8_lossy(input)
+        )
+    })
+}
+
+fn condition_of(input: &str) -> StreamErrorCondition {
+    first_error(input.as_bytes()).condition
+}
+
+fn in_stream(body: &str) -> String {
+    format!("{HEADER}{body}")
+}
+
+fn c2s_session() -> String {
+    in_stream(concat!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AGp1bGlldAByMG0zMG15cjBtMzA=</auth>",
+        " \n\t ",
+        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>balcony</resource></bind></iq>",
+        "<presence/>",
+        "<message to='romeo@example.net' type='chat' id='m1' xml:lang='en'>",
+        "<body>Wherefore art thou, Romeo? &lt;3 &#x1F339; &amp; caf\u{e9}</body>",
+        "<active xmlns='http://jabber.org/protocol/chatstates'/>",
+        "<x xmlns:a='urn:a' a:flag='1'><![CDATA[raw <text>]]></x>",
+        "</message>",
+        "\n",
+        "</stream:stream>",
+    ))
+}
+
+fn stanza_names(events: &[StreamEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            StreamEvent::Open(_) => "open".to_owned(),
+            StreamEvent::Stanza(el) => format!("{}|{}", el.ns(), el.name()),
+            StreamEvent::Close => "close".to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn normal_c2s_stream() {
+    let input = c2s_session();
+    let (events, err) = run_chunked(input.as_bytes(), input.len());
+    assert_eq!(err, None);
+    assert_eq!(
+        stanza_names(&events),
+        [
+            "open",
+            "urn:ietf:params:xml:ns:xmpp-sasl|auth",
+            "jabber:client|iq",
+            "jabber:client|presence",
+            "jabber:client|message",
+            "close",
+        ]
+    );
+    let StreamEvent::Open(h) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(h.to.as_deref(), Some("example.com"));
+    assert_eq!(h.from, None);
+    assert_eq!(h.version.as_deref(), Some("1.0"));
+    assert_eq!(h.lang.as_deref(), Some("en"));
+    assert_eq!(h.default_ns.as_deref(), Some(ns::CLIENT));
+    let StreamEvent::Stanza(msg) = &events[4] else {
+        unreachable!()
+    };
+    assert_eq!(msg.attr("to"), Some("romeo@example.net"));
+    assert_eq!(msg.attr_ns(ns::XML, "lang"), Some("en"));
+    let body = msg.get_child("body", ns::CLIENT).unwrap();
+    assert_eq!(
+        body.text(),
+        "Wherefore art thou, Romeo? <3 \u{1F339} & caf\u{e9}"
+    );
+    assert!(msg.has_child("active", "http://jabber.org/protocol/chatstates"));
+    let x = msg.get_child("x", ns::CLIENT).unwrap();
+    assert_eq!(x.attr_ns("urn:a", "flag"), Some("1"));
+    assert_eq!(x.text(), "raw <text>");
+    let StreamEvent::Stanza(iq) = &events[2] else {
+        unreachable!()
+    };
+    let bind = iq.get_child("bind", ns::BIND).unwrap();
+    assert_eq!(
+        bind.get_child("resource", ns::BIND).unwrap().text(),
+        "balcony"
+    );
+}
+
+#[test]
+fn split_at_every_byte_boundary() {
+    let input = c2s_session();
+    let bytes = input.as_bytes();
+    let (whole, err) = run_chunked(bytes, bytes.len());
+    assert_eq!(err, None);
+    for i in 1..bytes.len() {
+        let mut f = Framer::new(Limits::default());
+        let (mut a, e1) = run_with(&mut f, &bytes[..i], i);
+        let (b, e2) = run_with(&mut f, &bytes[i..], bytes.len());
+        assert_eq!((e1, e2), (None, None), "split at {i}");
+        a.extend(b);
+        assert_eq!(a, whole, "split at {i}");
+    }
+    let (one_by_one, err) = run_chunked(bytes, 1);
+    assert_eq!(err, None);
+    assert_eq!(one_by_one, whole);
+}
+
+#[test]
+fn whitespace_keepalives_are_ignored() {
+    let input = in_stream(" \n \r\n\t <presence/>  \n  \n<presence type='unavailable'/> ");
+    let (events, err) = run_chunked(input.as_bytes(), 3);
+    assert_eq!(err, None);
+    assert_eq!(
+        stanza_names(&events),
+        ["open", "jabber:client|presence", "jabber:client|presence"]
+    );
+    // Keepalives alone produce nothing and leave nothing buffered.
+    let mut f = Framer::new(Limits::default());
+    f.feed(HEADER.as_bytes());
+    assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+    for _ in 0..1000 {
+        f.feed(b" ");
+        assert_eq!(f.next_event(), Ok(None));
+        assert_eq!(f.buffered(), 0);
+    }
+}
+
+#[test]
+fn text_between_stanzas_is_bad_format() {
+    assert_eq!(
+        condition_of(&in_stream("hello<presence/>")),
+        StreamErrorCondition::BadFormat
+    );
+}
+
+#[test]
+fn stream_features_and_errors_are_in_stream_namespace() {
+    let input = in_stream(
+        "<stream:features><starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/></stream:features>\
+         <stream:error><host-unknown xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>",
+    );
+    let (events, err) = run_chunked(input.as_bytes(), 7);
+    assert_eq!(err, None);
+    assert_eq!(
+        stanza_names(&events),
+        [
+            "open",
+            "http://etherx.jabber.org/streams|features",
+            "http://etherx.jabber.org/streams|error"
+        ]
+    );
+    let StreamEvent::Stanza(e) = &events[2] else {
+        unreachable!()
+    };
+    assert_eq!(
+        StreamError::parse(e).map(|e| e.condition),
+        Some(StreamErrorCondition::HostUnknown)
+    );
+}
+
+#[test]
+fn header_without_xml_declaration_and_server_namespace() {
+    let input = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+        from='a.example' to='b.example' id='abc' version='1.0'><message from='x@a.example' to='y@b.example'/>";
+    let (events, err) = run_chunked(input.as_bytes(), 5);
+    assert_eq!(err, None);
+    assert_eq!(stanza_names(&events), ["open", "jabber:server|message"]);
+    let StreamEvent::Open(h) = &events[0] else {
+        unreachable!()
+    };
+    assert_eq!(h.id.as_deref(), Some("abc"));
+    assert_eq!(h.from.as_deref(), Some("a.example"));
+}
+
+#[test]
+fn other_stream_prefix_is_accepted() {
+    // RFC 6120 §4.8.5 lets a receiver insist on 'stream'; we accept any bound prefix.
+    let input = "<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams'>\
+        <s:features/><presence/></s:stream>";
+    let (events, err) = run_chunked(input.as_bytes(), input.len());
+    assert_eq!(err, None);
+    assert_eq!(
+        stanza_names(&events),
+        [
+            "open",
+            "http://etherx.jabber.org/streams|features",
+            "jabber:client|presence",
+            "close"
+        ]
+    );
+}
+
+#[test]
+fn utf8_bom_is_skipped() {
+    let input = format!("\u{FEFF}{HEADER}<presence/>");
+    let (events, err) = run_chunked(input.as_bytes(), input.len());
+    assert_eq!(err, None);
+    assert_eq!(events.len(), 2);
+}
+
+#[test]
+fn stream_restart_via_reset() {
+    let mut f = Framer::new(Limits::default());
+    let first = in_stream("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    let (events, err) = run_with(&mut f, first.as_bytes(), first.len());
+    assert_eq!(err, None);
+    assert_eq!(events.len(), 2);
+    // Bytes that arrived before the restart belong to the old stream and are dropped.
+    f.feed(b"<presence/>");
+    f.reset();
+    assert_eq!(f.buffered(), 0);
+    let second = in_stream("<iq type='get' id='1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let (events, err) = run_with(&mut f, second.as_bytes(), 4);
+    assert_eq!(err, None);
+    assert_eq!(stanza_names(&events), ["open", "jabber:client|iq"]);
+    // A restart also clears a failed state.
+    f.feed(b"<!-- x -->");
+    assert!(f.next_event().is_err());
+    f.reset();
+    f.feed(HEADER.as_bytes());
+    assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+}
+
+#[test]
+fn close_ends_the_stream() {
+    let mut f = Framer::new(Limits::default());
+    let input = in_stream("</stream:stream>");
+    let (events, err) = run_with(&mut f, input.as_bytes(), input.len());
+    assert_eq!(err, None);
+    assert_eq!(events.last(), Some(&StreamEvent::Close));
+    f.feed(b"<presence/>");
+    assert_eq!(f.next_event(), Ok(None));
+    assert_eq!(f.buffered(), 0);
+}
+
+#[test]
+fn errors_are_sticky() {
+    let mut f = Framer::new(Limits::default());
+    f.feed(in_stream("<a><b></a>").as_bytes());
+    assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+    let e1 = f.next_event().unwrap_err();
+    assert_eq!(e1.condition, StreamErrorCondition::NotWellFormed);
+    f.feed(b"<presence/>");
+    assert_eq!(f.next_event(), Err(e1));
+    assert_eq!(f.buffered(), 0);
+}
+
+// ----- namespace rules -----
+
+#[test]
+fn root_must_be_in_stream_namespace() {
+    assert_eq!(
+        condition_of("<stream:stream xmlns='jabber:client' xmlns:stream='urn:wrong'>"),
+        StreamErrorCondition::InvalidNamespace
+    );
+    assert_eq!(
+        condition_of("<stream xmlns='jabber:client'>"),
+        StreamErrorCondition::InvalidNamespace
+    );
+    assert_eq!(
+        condition_of("<stream:stream xmlns='http://etherx.jabber.org/streams' xmlns:stream='http://etherx.jabber.org/streams'>"),
+        StreamErrorCondition::InvalidNamespace
+    );
+}
+
+#[test]
+fn bad_namespace_prefixes() {
+    // Undeclared prefix on the root.
+    assert_eq!(
+        condition_of("<stream:stream xmlns='jabber:client'>"),
+        StreamErrorCondition::BadNamespacePrefix
+    );
+    // Stream namespace as the default namespace: the root lacks its prefix.
+    assert_eq!(
+        condition_of("<stream xmlns='http://etherx.jabber.org/streams'>"),
+        StreamErrorCondition::BadNamespacePrefix
+    );
+    // Undeclared prefix on a stanza, a child, an attribute.
+    for body in [
+        "<foo:message/>",
+        "<message><x:body/></message>",
+        "<message y:a='1'/>",
+    ] {
+        assert_eq!(
+            condition_of(&in_stream(body)),
+            StreamErrorCondition::BadNamespacePrefix,
+            "{body}"
+        );
+    }
+    // Redeclaring xml or binding xmlns.
+    assert_eq!(
+        condition_of(&in_stream("<message xmlns:xml='urn:not-xml'/>")),
+        StreamErrorCondition::BadNamespacePrefix
+    );
+    // A prefix declared by a finished stanza is not in scope for the next one.
+    assert_eq!(
+        condition_of(&in_stream(
+            "<message xmlns:p='urn:p'><p:x/></message><message><p:x/></message>"
+        )),
+        StreamErrorCondition::BadNamespacePrefix
+    );
+}
+
+#[test]
+fn duplicate_attributes_are_rejected() {
+    assert_eq!(
+        condition_of(&in_stream("<message to='a' to='b'/>")),
+        StreamErrorCondition::NotWellFormed
+    );
+    // The same (namespace, name) through two prefixes: rxml's RawParser cannot see this.
+    assert_eq!(
+        condition_of(&in_stream(
+            "<message xmlns:a='urn:z' xmlns:b='urn:z' a:x='1' b:x='2'/>"
+        )),
+        StreamErrorCondition::NotWellFormed
+    );
+}
+
+#[test]
+fn default_namespace_can_be_undeclared_inside_a_stanza() {
+    let input = in_stream("<message><x xmlns=''><y/></x></message>");
+    let (events, err) = run_chunked(input.as_bytes(), input.len());
+    assert_eq!(err, None);
+    let StreamEvent::Stanza(m) = &events[1] else {
+        unreachable!()
+    };
+    let x = m.get_child("x", "").unwrap();
+    assert!(x.has_child("y", ""));
+}
+
+// ----- restricted XML (RFC 6120 §11.1) -----
+
+#[test]
+fn doctype_and_dtd_are_restricted() {
+    assert_eq!(
+        condition_of("<?xml version='1.0'?><!DOCTYPE stream [<!ENTITY a 'b'>]><stream:stream>"),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of("<!DOCTYPE stream>"),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of(&in_stream("<!DOCTYPE x SYSTEM 'file:///etc/passwd'>")),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of(&in_stream("<message><!ENTITY x 'y'></message>")),
+        StreamErrorCondition::RestrictedXml
+    );
+}
+
+#[test]
+fn billion_laughs_is_restricted_without_expansion() {
+    let mut doc = String::from("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol \"lol\">");
+    for i in 1..10 {
+        let prev = if i == 1 {
+            "lol".to_owned()
+        } else {
+            format!("lol{}", i - 1)
+        };
+        doc.push_str(&format!(
+            "<!ENTITY lol{i} \"{}\">",
+            format!("&{prev};").repeat(10)
+        ));
+    }
+    doc.push_str("]><stream:stream xmlns:stream='http://etherx.jabber.org/streams'><message>&lol9;</message>");
+    let e = first_error(doc.as_bytes());
+    assert_eq!(e.condition, StreamErrorCondition::RestrictedXml);
+    // Inside a stream, the entity reference alone is refused too.
+    assert_eq!(
+        condition_of(&in_stream("<message><body>&lol9;</body></message>")),
+        StreamErrorCondition::RestrictedXml
+    );
+}
+
+#[test]
+fn only_predefined_entities_and_char_refs() {
+    let ok = in_stream("<message><body>&lt;&gt;&amp;&apos;&quot;&#65;&#x42;</body></message>");
+    let (events, err) = run_chunked(ok.as_bytes(), ok.len());
+    assert_eq!(err, None);
+    let StreamEvent::Stanza(m) = &events[1] else {
+        unreachable!()
+    };
+    assert_eq!(m.get_child("body", ns::CLIENT).unwrap().text(), "<>&'\"AB");
+    for bad in ["&nbsp;", "&copy;", "&foo;"] {
+        assert_eq!(
+            condition_of(&in_stream(&format!(
+                "<message><body>{bad}</body></message>"
+            ))),
+            StreamErrorCondition::RestrictedXml,
+            "{bad}"
+        );
+    }
+    // A character reference to a character XML forbids is not well-formed.
+    assert_eq!(
+        condition_of(&in_stream("<message><body>&#0;</body></message>")),
+        StreamErrorCondition::NotWellFormed
+    );
+}
+
+#[test]
+fn comments_are_restricted() {
+    assert_eq!(
+        condition_of(&in_stream("<!-- hi --><presence/>")),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of(&in_stream("<presence><!-- hi --></presence>")),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of("<!-- hi -->"),
+        StreamErrorCondition::RestrictedXml
+    );
+}
+
+#[test]
+fn processing_instructions_are_restricted() {
+    assert_eq!(
+        condition_of(&in_stream("<?foo bar?><presence/>")),
+        StreamErrorCondition::RestrictedXml
+    );
+    assert_eq!(
+        condition_of(&in_stream("<presence><?foo?></presence>")),
+        StreamErrorCondition::RestrictedXml
+    );
+    // A second XML declaration inside the stream is a processing instruction.
+    assert_eq!(
+        condition_of(&in_stream("<?xml version='1.0'?>")),
+        StreamErrorCondition::RestrictedXml
+    );
+}
+
+#[test]
+fn non_utf8_encodings_are_unsupported() {
+    assert_eq!(
+        condition_of("<?xml version='1.0' encoding='ISO-8859-1'?><stream:stream>"),
+        StreamErrorCondition::UnsupportedEncoding
+    );
+    assert_eq!(
+        first_error(&[0xFF, 0xFE, b'<', 0]).condition,
+        StreamErrorCondition::UnsupportedEncoding
+    );
+    let ok = format!("<?xml version='1.0' encoding='UTF-8'?>{}", &HEADER[21..]);
+    let (events, err) = run_chunked(ok.as_bytes(), 9);
+    assert_eq!(err, None);
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn invalid_utf8_is_not_well_formed() {
+    for bad in [
+        &[0xC3, 0x28][..],
+        &[0xFF],
+        &[0xE2, 0x82],
+        &[0xED, 0xA0, 0x80],
+        &[0xC0, 0xAF],
+    ] {
+        let mut input = in_stream("<message><body>").into_bytes();
+        input.extend_from_slice(bad);
+        input.extend_from_slice(b"</body></message>");
+        assert_eq!(
+            first_error(&input).condition,
+            StreamErrorCondition::NotWellFormed,
+            "{bad:x?}"
+        );
+    }
+    let mut in_attr = in_stream("<message to='").into_bytes();
+    in_attr.extend_from_slice(&[0xFE, b'\'', b'/', b'>']);
+    assert_eq!(
+        first_error(&in_attr).condition,
+        StreamErrorCondition::NotWellFormed
+    );
+}
+
+#[test]
+fn illegal_characters_are_not_well_formed() {
+    for c in [
+        '\u{0}', '\u{1}', '\u{8}', '\u{B}', '\u{C}', '\u{1F}', '\u{FFFE}', '\u{FFFF}',
+    ] {
+        let input = in_stream(&format!("<message><body>a{c}b</body></message>"));
+        assert_eq!(
+            condition_of(&input),
+            StreamErrorCondition::NotWellFormed,
+            "{c:?}"
+        );
+        let input = in_stream(&format!("<message id='a{c}b'/>"));
+        assert_eq!(
+            condition_of(&input),
+            StreamErrorCondition::NotWellFormed,
+            "{c:?} in attr"
+        );
+    }
+}
+
+#[test]
+fn malformed_syntax_is_not_well_formed() {
+    for body in [
+        "<message></presence>",
+        "<message><body></message>",
+        "<message to=a/>",
+        "<1message/>",
+        "<message/ >",
+        "</message>",
+        "<message <body/>>",
+        "<message to='a'to='b'/>",
+    ] {
+        assert_eq!(
+            condition_of(&in_stream(body)),
+            StreamErrorCondition::NotWellFormed,
+            "{body}"
+        );
+    }
+    // A close tag that does not match the root.
+    assert_eq!(
+        condition_of(&in_stream("</stream:foo>")),
+        StreamErrorCondition::NotWellFormed
+    );
+}
+
+// ----- limits and memory bounds -----
+
+/// Feeds `total` bytes of `filler` in 4 KiB chunks after `prefix`, stopping at the first error.
+/// Returns the error and how many filler bytes had been fed when it came.
+fn feed_until_error(
+    f: &mut Framer,
+    prefix: &str,
+    filler: &[u8],
+    total: usize,
+) -> (StreamError, usize) {
+    f.feed(prefix.as_bytes());
+    let mut fed = 0;
+    loop {
+        loop {
+            match f.next_event() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => return (e, fed),
+            }
+        }
+        assert!(fed < total, "no error after {total} bytes");
+        let chunk: Vec<u8> = filler.iter().copied().cycle().take(4096).collect();
+        f.feed(&chunk);
+        fed += chunk.len();
+        assert!(f.buffered() <= 4096);
+    }
+}
+
+#[test]
+fn ten_megabyte_stanza_fails_at_the_limit() {
+    let mut f = Framer::new(Limits::default());
+    let (e, fed) = feed_until_error(
+        &mut f,
+        &in_stream("<message><body>"),
+        b"0123456789abcdef",
+        10 << 20,
+    );
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(e.text.as_deref().unwrap().contains("stanza"));
+    assert!(fed <= 262_144 + 2 * 4096, "failed only after {fed} bytes");
+    assert!(fed >= 262_144 - 4096, "failed too early, after {fed} bytes");
+}
+
+#[test]
+fn oversized_element_head_fails_at_the_limit() {
+    // Whitespace inside a tag makes no parser event: counted by offsets all the same.
+    let mut f = Framer::new(Limits::default());
+    let (e, fed) = feed_until_error(&mut f, &in_stream("<message "), b" ", 10 << 20);
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(fed <= 262_144 + 2 * 4096);
+}
+
+#[test]
+fn many_small_children_hit_the_size_limit() {
+    let mut f = Framer::new(Limits::default());
+    let (e, fed) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(fed <= 262_144 + 2 * 4096);
+}
+
+#[test]
+fn long_stanza_exactly_under_the_limit_passes() {
+    let limits = Limits {
+        max_stanza_bytes: 1000,
+        ..Limits::default()
+    };
+    let make = |n: usize| {
+        let body = "x".repeat(n);
+        format!("<message><body>{body}</body></message>")
+    };
+    let fits = make(1000 - "<message><body></body></message>".len());
+    assert_eq!(fits.len(), 1000);
+    let mut f = Framer::new(limits);
+    let (events, err) = run_with(&mut f, in_stream(&fits).as_bytes(), 100);
+    assert_eq!(err, None);
+    assert_eq!(events.len(), 2);
+    let mut f = Framer::new(limits);
+    let (_, err) = run_with(&mut f, in_stream(&make(1000)).as_bytes(), 100);
+    assert_eq!(
+        err.map(|e| e.condition),
+        Some(StreamErrorCondition::PolicyViolation)
+    );
+}
+
+#[test]
+fn the_limit_is_per_stanza_not_per_stream() {
+    let limits = Limits {
+        max_stanza_bytes: 200,
+        ..Limits::default()
+    };
+    let mut f = Framer::new(limits);
+    let stanza = "<message to='a@b'><body>hello</body></message>";
+    let input = in_stream(&stanza.repeat(1000));
+    let (events, err) = run_with(&mut f, input.as_bytes(), 4096);
+    assert_eq!(err, None);
+    assert_eq!(events.len(), 1001);
+}
+
+#[test]
+fn hundred_thousand_nested_elements_fail_at_max_depth() {
+    let mut f = Framer::new(Limits::default());
+    let (e, fed) = feed_until_error(&mut f, &in_stream(""), b"<a>", 300_000);
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(e.text.as_deref().unwrap().contains("deeper"));
+    assert!(fed <= 4096, "failed only after {fed} bytes");
+    // Depth 64 is allowed, 65 is not.
+    let ok = format!("{}{}", "<a>".repeat(64), "</a>".repeat(64));
+    let (events, err) = run_chunked(in_stream(&ok).as_bytes(), 4096);
+    assert_eq!((events.len(), err), (2, None));
+    let deep = format!("{}{}", "<a>".repeat(65), "</a>".repeat(65));
+    assert_eq!(
+        condition_of(&in_stream(&deep)),
+        StreamErrorCondition::PolicyViolation
+    );
+}
+
+#[test]
+fn attribute_count_limit() {
+    let attrs = |n: usize| (0..n).map(|i| format!(" a{i}='v'")).collect::<String>();
+    let ok = in_stream(&format!("<message{}/>", attrs(64)));
+    let (events, err) = run_chunked(ok.as_bytes(), ok.len());
+    assert_eq!((events.len(), err), (2, None));
+    let e = first_error(in_stream(&format!("<message{}/>", attrs(65))).as_bytes());
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(e.text.as_deref().unwrap().contains("attributes"));
+    // Namespace declarations count too.
+    let decls = (0..65)
+        .map(|i| format!(" xmlns:p{i}='urn:{i}'"))
+        .collect::<String>();
+    assert_eq!(
+        condition_of(&in_stream(&format!("<message{decls}/>"))),
+        StreamErrorCondition::PolicyViolation
+    );
+}
+
+#[test]
+fn header_is_bounded_too() {
+    let mut f = Framer::new(Limits::default());
+    let (e, fed) = feed_until_error(
+        &mut f,
+        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'",
+        b" a='b' ",
+        10 << 20,
+    );
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(fed <= 4096 * 2);
+}
+
+#[test]
+fn feeding_without_draining_is_bounded() {
+    let limits = Limits::default();
+    let mut f = Framer::new(limits);
+    f.feed(HEADER.as_bytes());
+    for _ in 0..200 {
+        f.feed(&[b' '; 4096]);
+        assert!(f.buffered() <= limits.max_buffered_bytes);
+    }
+    assert_eq!(f.buffered(), 0, "overflowing input is dropped");
+    let e = f.next_event().unwrap_err();
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(e.text.as_deref().unwrap().contains("buffered"));
+}
+
+#[test]
+fn long_tokens_are_refused() {
+    // rxml caps a name or attribute value at 8 KiB: a policy matter, not malformed XML.
+    let e = first_error(in_stream(&format!("<message id='{}'/>", "x".repeat(9000))).as_bytes());
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+}
+
+#[test]
+fn size_of_hot_types() {
+    assert!(
+        std::mem::size_of::<StreamEvent>() <= 160,
+        "{}",
+        std::mem::size_of::<StreamEvent>()
+    );
+    assert!(
+        std::mem::size_of::<Framer>() <= 1024,
+        "{}",
+        std::mem::size_of::<Framer>()
+    );
+}

@@ -1,0 +1,484 @@
+//! XMPP addresses (RFC 7622): parsing, normalisation and cheap access to the parts.
+//!
+//! A [`Jid`] holds its normalised text once, plus the offsets of its parts, so clone, hash,
+//! compare and display never re-run the string preparation. Normalisation:
+//! - localpart: PRECIS UsernameCaseMapped (RFC 8265 §3.3) plus the RFC 7622 §3.3.1 ban on
+//!   `" & ' / : < > @`;
+//! - domainpart: a final label separator is stripped (RFC 7622 §3.2), IP literals are kept
+//!   (IPv6 in brackets, printed in canonical form), other names go through UTS-46 to their
+//!   lowercase Unicode form;
+//! - resourcepart: PRECIS OpaqueString (RFC 8265 §4.2).
+//!
+//! Each part must be 1..=1023 octets (RFC 7622 §3.1). Deliberate deviation: RFC 7622 §3.5
+//! lists `juliet@example.com/ foo` as invalid, but OpaqueString allows a leading space and no
+//! rule of the RFC forbids it; we accept it, as do other servers (rejecting loses messages).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use precis_core::profile::PrecisFastInvocation;
+use precis_profiles::{OpaqueString, UsernameCaseMapped};
+
+/// Largest size of any one part, in octets (RFC 7622 §3.2, §3.3, §3.4).
+pub const MAX_PART_BYTES: usize = 1023;
+
+/// Characters RFC 7622 §3.3.1 forbids in a localpart, beyond what PRECIS forbids.
+const LOCALPART_FORBIDDEN: &[char] = &['"', '&', '\'', '/', ':', '<', '>', '@'];
+
+/// Why a string is not a JID. The peer's fault when it came off the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JidError {
+    /// `@example.com`: the localpart is present but empty.
+    #[error("empty localpart")]
+    EmptyLocalpart,
+    /// `juliet@` or `/foo`: no domainpart.
+    #[error("empty domainpart")]
+    EmptyDomain,
+    /// `example.com/`: the resourcepart is present but empty.
+    #[error("empty resourcepart")]
+    EmptyResource,
+    /// The localpart is over 1023 octets after preparation.
+    #[error("localpart longer than 1023 octets")]
+    LocalpartTooLong,
+    /// The domainpart is over 1023 octets after preparation.
+    #[error("domainpart longer than 1023 octets")]
+    DomainTooLong,
+    /// The resourcepart is over 1023 octets after preparation.
+    #[error("resourcepart longer than 1023 octets")]
+    ResourceTooLong,
+    /// The localpart fails the PRECIS UsernameCaseMapped profile.
+    #[error("localpart not allowed by PRECIS UsernameCaseMapped")]
+    LocalpartPrep,
+    /// The localpart holds one of `"&'/:<>@` (RFC 7622 §3.3.1).
+    #[error("character {0:?} is not allowed in a localpart")]
+    LocalpartForbiddenChar(char),
+    /// The domainpart is neither an IP literal nor a valid IDNA domain name.
+    #[error("invalid domainpart")]
+    DomainInvalid,
+    /// The resourcepart fails the PRECIS OpaqueString profile.
+    #[error("resourcepart not allowed by PRECIS OpaqueString")]
+    ResourcePrep,
+}
+
+/// A normalised XMPP address: `[localpart@]domainpart[/resourcepart]`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct Jid {
+    /// The whole normalised address, the only allocation.
+    text: Box<str>,
+    /// Length of the localpart, 0 when there is none (an empty localpart is invalid).
+    node_len: u16,
+    /// End offset of the domainpart; the resource, if any, starts one byte later.
+    domain_end: u16,
+}
+
+impl Jid {
+    /// Parses and normalises an address (RFC 7622 §3.1 splitting order: resource first,
+    /// then localpart).
+    pub fn parse(s: &str) -> Result<Jid, JidError> {
+        let (rest, resource) = match s.find('/') {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
+            None => (s, None),
+        };
+        let (node, domain) = match rest.find('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        Jid::new(node, domain, resource)
+    }
+
+    /// Builds an address from its parts, preparing each one. `Some("")` is an error.
+    pub fn new(node: Option<&str>, domain: &str, resource: Option<&str>) -> Result<Jid, JidError> {
+        let node = node.map(prep_localpart).transpose()?;
+        let domain = prep_domain(domain)?;
+        let resource = resource.map(prep_resource).transpose()?;
+        Ok(Jid::assemble(node.as_deref(), &domain, resource.as_deref()))
+    }
+
+    /// Joins already prepared parts.
+    fn assemble(node: Option<&str>, domain: &str, resource: Option<&str>) -> Jid {
+        let mut text = String::with_capacity(
+            node.map_or(0, |n| n.len() + 1) + domain.len() + resource.map_or(0, |r| r.len() + 1),
+        );
+        if let Some(n) = node {
+            text.push_str(n);
+            text.push('@');
+        }
+        text.push_str(domain);
+        let domain_end = text.len();
+        if let Some(r) = resource {
+            text.push('/');
+            text.push_str(r);
+        }
+        // Each part is at most 1023 octets, so every offset fits in u16.
+        Jid {
+            text: text.into_boxed_str(),
+            node_len: node.map_or(0, str::len) as u16,
+            domain_end: domain_end as u16,
+        }
+    }
+
+    fn domain_start(&self) -> usize {
+        if self.node_len == 0 {
+            0
+        } else {
+            self.node_len as usize + 1
+        }
+    }
+
+    /// The localpart, if any.
+    pub fn node(&self) -> Option<&str> {
+        (self.node_len > 0).then(|| &self.text[..self.node_len as usize])
+    }
+
+    /// The domainpart.
+    pub fn domain(&self) -> &str {
+        &self.text[self.domain_start()..self.domain_end as usize]
+    }
+
+    /// The resourcepart, if any.
+    pub fn resource(&self) -> Option<&str> {
+        let end = self.domain_end as usize;
+        (end < self.text.len()).then(|| &self.text[end + 1..])
+    }
+
+    /// The address without its resource.
+    pub fn bare(&self) -> Jid {
+        if self.is_bare() {
+            return self.clone();
+        }
+        Jid {
+            text: self.text[..self.domain_end as usize].into(),
+            node_len: self.node_len,
+            domain_end: self.domain_end,
+        }
+    }
+
+    /// True when there is no resourcepart.
+    pub fn is_bare(&self) -> bool {
+        self.domain_end as usize == self.text.len()
+    }
+
+    /// The bare address with `resource` (prepared) added or replaced.
+    pub fn with_resource(&self, resource: &str) -> Result<Jid, JidError> {
+        let resource = prep_resource(resource)?;
+        Ok(Jid::assemble(self.node(), self.domain(), Some(&resource)))
+    }
+
+    /// Just the domainpart, as an address (the server or component itself).
+    pub fn domain_jid(&self) -> Jid {
+        Jid::assemble(None, self.domain(), None)
+    }
+
+    /// The normalised address.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Jid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for Jid {
+    type Err = JidError;
+    fn from_str(s: &str) -> Result<Jid, JidError> {
+        Jid::parse(s)
+    }
+}
+
+impl AsRef<str> for Jid {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Prepares a localpart: PRECIS UsernameCaseMapped, RFC 7622 §3.3.1 bans, 1..=1023 octets.
+pub fn prep_localpart(s: &str) -> Result<String, JidError> {
+    if s.is_empty() {
+        return Err(JidError::EmptyLocalpart);
+    }
+    if s.len() > 4 * MAX_PART_BYTES {
+        // Preparation never shrinks a string by 4x; do not spend time on huge input.
+        return Err(JidError::LocalpartTooLong);
+    }
+    let out = UsernameCaseMapped::enforce(s).map_err(|_| JidError::LocalpartPrep)?;
+    if let Some(c) = out.chars().find(|c| LOCALPART_FORBIDDEN.contains(c)) {
+        return Err(JidError::LocalpartForbiddenChar(c));
+    }
+    check_len(&out, JidError::EmptyLocalpart, JidError::LocalpartTooLong)?;
+    Ok(out.into_owned())
+}
+
+/// Prepares a resourcepart: PRECIS OpaqueString, 1..=1023 octets.
+pub fn prep_resource(s: &str) -> Result<String, JidError> {
+    if s.is_empty() {
+        return Err(JidError::EmptyResource);
+    }
+    if s.len() > 4 * MAX_PART_BYTES {
+        return Err(JidError::ResourceTooLong);
+    }
+    let out = OpaqueString::enforce(s).map_err(|_| JidError::ResourcePrep)?;
+    check_len(&out, JidError::EmptyResource, JidError::ResourceTooLong)?;
+    Ok(out.into_owned())
+}
+
+/// Prepares a domainpart (RFC 7622 §3.2): IP literals as they are, names through UTS-46.
+pub fn prep_domain(s: &str) -> Result<String, JidError> {
+    if s.is_empty() {
+        return Err(JidError::EmptyDomain);
+    }
+    if s.len() > 4 * MAX_PART_BYTES {
+        return Err(JidError::DomainTooLong);
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        let ip: Ipv6Addr = inner.parse().map_err(|_| JidError::DomainInvalid)?;
+        return Ok(format!("[{ip}]"));
+    }
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Ok(ip.to_string());
+    }
+    let (uni, res) = idna::uts46::Uts46::new().to_unicode(
+        s.as_bytes(),
+        idna::uts46::AsciiDenyList::STD3,
+        idna::uts46::Hyphens::Allow,
+    );
+    if res.is_err() {
+        return Err(JidError::DomainInvalid);
+    }
+    let mut out: Cow<str> = uni;
+    if out.ends_with('.') {
+        let mut owned = out.into_owned();
+        owned.pop();
+        out = Cow::Owned(owned);
+    }
+    if out.is_empty() || out.starts_with('.') || out.contains("..") {
+        return Err(JidError::DomainInvalid);
+    }
+    check_len(&out, JidError::EmptyDomain, JidError::DomainTooLong)?;
+    Ok(out.into_owned())
+}
+
+fn check_len(s: &str, empty: JidError, long: JidError) -> Result<(), JidError> {
+    match s.len() {
+        0 => Err(empty),
+        n if n > MAX_PART_BYTES => Err(long),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(s: &str) -> (Option<String>, String, Option<String>) {
+        let j = Jid::parse(s).unwrap_or_else(|e| panic!("{s:?} should be valid: {e}"));
+        (
+            j.node().map(str::to_owned),
+            j.domain().to_owned(),
+            j.resource().map(str::to_owned),
+        )
+    }
+
+    fn own(n: Option<&str>, d: &str, r: Option<&str>) -> (Option<String>, String, Option<String>) {
+        (n.map(Into::into), d.into(), r.map(Into::into))
+    }
+
+    #[test]
+    fn rfc7622_valid_examples() {
+        let cases: &[(&str, Option<&str>, &str, Option<&str>)] = &[
+            ("juliet@example.com", Some("juliet"), "example.com", None),
+            (
+                "juliet@example.com/foo",
+                Some("juliet"),
+                "example.com",
+                Some("foo"),
+            ),
+            (
+                "juliet@example.com/foo bar",
+                Some("juliet"),
+                "example.com",
+                Some("foo bar"),
+            ),
+            (
+                "juliet@example.com/foo@bar",
+                Some("juliet"),
+                "example.com",
+                Some("foo@bar"),
+            ),
+            (
+                r"foo\20bar@example.com",
+                Some(r"foo\20bar"),
+                "example.com",
+                None,
+            ),
+            (
+                "fussball@example.com",
+                Some("fussball"),
+                "example.com",
+                None,
+            ),
+            ("fußball@example.com", Some("fußball"), "example.com", None),
+            ("π@example.com", Some("π"), "example.com", None),
+            ("Σ@example.com/foo", Some("σ"), "example.com", Some("foo")),
+            ("σ@example.com/foo", Some("σ"), "example.com", Some("foo")),
+            ("ς@example.com/foo", Some("ς"), "example.com", Some("foo")),
+            ("king@example.com/♚", Some("king"), "example.com", Some("♚")),
+            ("example.com", None, "example.com", None),
+            ("example.com/foobar", None, "example.com", Some("foobar")),
+            (
+                "a.example.com/b@example.net",
+                None,
+                "a.example.com",
+                Some("b@example.net"),
+            ),
+        ];
+        for &(s, n, d, r) in cases {
+            assert_eq!(parts(s), own(n, d, r), "{s}");
+        }
+    }
+
+    #[test]
+    fn rfc7622_invalid_examples() {
+        let cases: &[(&str, JidError)] = &[
+            (
+                "\"juliet\"@example.com",
+                JidError::LocalpartForbiddenChar('"'),
+            ),
+            ("foo bar@example.com", JidError::LocalpartPrep),
+            ("@example.com/", JidError::EmptyLocalpart),
+            ("henryⅣ@example.com", JidError::LocalpartPrep),
+            ("♚@example.com", JidError::LocalpartPrep),
+            ("juliet@", JidError::EmptyDomain),
+            ("/foobar", JidError::EmptyDomain),
+            ("example.com/", JidError::EmptyResource),
+            ("a:b@example.com", JidError::LocalpartForbiddenChar(':')),
+            ("a&b@example.com", JidError::LocalpartForbiddenChar('&')),
+            ("exa mple.com", JidError::DomainInvalid),
+            (".", JidError::DomainInvalid),
+            ("a..b", JidError::DomainInvalid),
+            ("[::1", JidError::DomainInvalid),
+            ("[zz]", JidError::DomainInvalid),
+        ];
+        for (s, e) in cases {
+            assert_eq!(Jid::parse(s).as_ref(), Err(e), "{s}");
+        }
+    }
+
+    #[test]
+    fn leading_space_resource_is_accepted_on_purpose() {
+        assert_eq!(
+            Jid::parse("juliet@example.com/ foo").unwrap().resource(),
+            Some(" foo")
+        );
+    }
+
+    #[test]
+    fn case_folding_and_domain_normalisation() {
+        let j = Jid::parse("Juliet@EXAMPLE.com./Balcony").unwrap();
+        assert_eq!(j.as_str(), "juliet@example.com/Balcony");
+        assert_eq!(
+            Jid::parse("x@ExAmPle.COM").unwrap(),
+            Jid::parse("X@example.com").unwrap()
+        );
+        // Punycode is decoded to Unicode, upper-case Unicode folded.
+        assert_eq!(
+            Jid::parse("xn--mnchen-3ya.de").unwrap().domain(),
+            "münchen.de"
+        );
+        assert_eq!(Jid::parse("MÜNCHEN.de").unwrap().domain(), "münchen.de");
+        // Ideographic full stop is a label separator.
+        assert_eq!(
+            Jid::parse("example\u{3002}com").unwrap().domain(),
+            "example.com"
+        );
+        // Resources keep their case.
+        assert_ne!(Jid::parse("a@b/R").unwrap(), Jid::parse("a@b/r").unwrap());
+    }
+
+    #[test]
+    fn ip_literals() {
+        assert_eq!(Jid::parse("a@127.0.0.1/r").unwrap().domain(), "127.0.0.1");
+        assert_eq!(Jid::parse("[::1]").unwrap().domain(), "[::1]");
+        assert_eq!(
+            Jid::parse("u@[2001:DB8:0:0::1]/x").unwrap().as_str(),
+            "u@[2001:db8::1]/x"
+        );
+    }
+
+    #[test]
+    fn length_limits() {
+        let ok = "a".repeat(1023);
+        let long = "a".repeat(1024);
+        assert!(Jid::parse(&format!("{ok}@example.com")).is_ok());
+        assert_eq!(
+            Jid::parse(&format!("{long}@example.com")),
+            Err(JidError::LocalpartTooLong)
+        );
+        assert!(Jid::parse(&format!("example.com/{ok}")).is_ok());
+        assert_eq!(
+            Jid::parse(&format!("example.com/{long}")),
+            Err(JidError::ResourceTooLong)
+        );
+        let label = "a".repeat(60);
+        let dom_ok = [label.as_str(); 16].join(".");
+        assert_eq!(dom_ok.len(), 975);
+        assert!(Jid::parse(&dom_ok).is_ok());
+        let dom_long = [label.as_str(); 17].join(".");
+        assert_eq!(Jid::parse(&dom_long), Err(JidError::DomainTooLong));
+        // All three parts at the limit still fit the u16 offsets.
+        let full = Jid::parse(&format!("{ok}@{dom_ok}/{ok}")).unwrap();
+        assert_eq!(full.node(), Some(ok.as_str()));
+        assert_eq!(full.domain(), dom_ok);
+        assert_eq!(full.resource(), Some(ok.as_str()));
+    }
+
+    #[test]
+    fn accessors_and_round_trip() {
+        let j: Jid = "Romeo@Montague.lit/Orchard".parse().unwrap();
+        assert_eq!(j.node(), Some("romeo"));
+        assert_eq!(j.domain(), "montague.lit");
+        assert_eq!(j.resource(), Some("Orchard"));
+        assert!(!j.is_bare());
+        let b = j.bare();
+        assert_eq!(b.as_str(), "romeo@montague.lit");
+        assert!(b.is_bare());
+        assert_eq!(b.resource(), None);
+        assert_eq!(j.domain_jid().as_str(), "montague.lit");
+        assert_eq!(
+            b.with_resource("Hall").unwrap().as_str(),
+            "romeo@montague.lit/Hall"
+        );
+        assert_eq!(
+            j.with_resource("x").unwrap().as_str(),
+            "romeo@montague.lit/x"
+        );
+        assert_eq!(j.to_string(), j.as_str());
+        let shown = j.to_string();
+        assert_eq!(Jid::parse(&shown).unwrap(), j);
+        assert_eq!(
+            Jid::new(Some("A"), "B.example", Some("c"))
+                .unwrap()
+                .as_str(),
+            "a@b.example/c"
+        );
+        assert_eq!(Jid::new(Some(""), "b", None), Err(JidError::EmptyLocalpart));
+        assert!(j.with_resource("").is_err());
+    }
+
+    #[test]
+    fn prep_functions() {
+        assert_eq!(prep_localpart("ROMEO").unwrap(), "romeo");
+        assert!(prep_localpart("a/b").is_err());
+        assert_eq!(prep_resource("\u{2000}x").unwrap(), " x");
+        assert!(prep_resource("\u{0007}").is_err());
+    }
+
+    #[test]
+    fn size_of_jid() {
+        assert_eq!(std::mem::size_of::<Jid>(), 24);
+    }
+}
