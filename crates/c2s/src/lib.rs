@@ -1,1 +1,16 @@
-//! starling-c2s (work in progress)
+//! Client-to-server streams (RFC 6120 §4–§7): listeners on 5222 (STARTTLS) and 5223 (direct
+//! TLS, XEP-0368), and one task per connection that negotiates TLS, SASL and resource binding
+//! and then shuttles stanzas between the socket and the router.
+//!
+//! What lives where: [`listener`] accepts and enforces connection caps; [`negotiate`] is the
+//! pre-bind state machine (stream headers, features, STARTTLS, SASL, bind); [`session`] is the
+//! bound session loop (from-stamping, IQ checks, outbound queue, timeouts, shutdown).
+
+pub mod listener;
+mod negotiate;
+mod session;
+pub mod tls;
+mod transport;
+
+pub use listener::{start_listeners, Listeners};
+pub use tls::TlsSettings;

@@ -1,0 +1,167 @@
+//! Accept loops for client listeners, with the connection caps of DESIGN principle 3: a global
+//! maximum and a per-IP maximum. A connection over a cap gets a stream error
+//! (`policy-violation`) and is closed before any parsing happens.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use starling_core::config::ListenerKind;
+use starling_core::Server;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::tls::TlsSettings;
+
+/// The running listeners: their bound addresses (useful with port 0) and tasks.
+pub struct Listeners {
+    /// (kind, bound address) of each listener, in configuration order.
+    pub addresses: Vec<(ListenerKind, SocketAddr)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// The first bound address of a kind.
+    pub fn address(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.addresses
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, a)| *a)
+    }
+
+    /// Waits for every accept loop to end (after shutdown).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Counts connections globally and per IP.
+pub(crate) struct ConnectionLimits {
+    global: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Held by a connection task; releases its slots when dropped.
+pub(crate) struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl ConnectionLimits {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let permit = self.global.clone().try_acquire_owned().ok()?;
+        let mut map = self.per_ip.lock();
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+/// Binds every configured listener and starts its accept loop.
+pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::Result<Listeners> {
+    let c2s = &server.config().c2s;
+    let limits = Arc::new(ConnectionLimits {
+        global: Arc::new(Semaphore::new(c2s.max_connections)),
+        per_ip: Mutex::new(HashMap::new()),
+        max_per_ip: c2s.max_connections_per_ip,
+    });
+    let mut addresses = Vec::new();
+    let mut tasks = Vec::new();
+    for l in &server.config().listeners {
+        let socket = TcpListener::bind(l.address).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
+        })?;
+        let bound = socket.local_addr()?;
+        tracing::info!(kind = ?l.kind, address = %bound, "listening");
+        addresses.push((l.kind, bound));
+        tasks.push(tokio::spawn(accept_loop(
+            socket,
+            l.kind,
+            server.clone(),
+            tls.clone(),
+            limits.clone(),
+        )));
+    }
+    Ok(Listeners { addresses, tasks })
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    kind: ListenerKind,
+    server: Arc<Server>,
+    tls: TlsSettings,
+    limits: Arc<ConnectionLimits>,
+) {
+    let shutdown = server.shutdown_token().clone();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = socket.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: log and back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let Some(slot) = limits.acquire(peer.ip()) else {
+            tracing::warn!(%peer, "connection limit reached; refusing connection");
+            tokio::spawn(refuse(tcp, kind));
+            continue;
+        };
+        let server = server.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            crate::negotiate::run_connection(server, tls, tcp, peer, kind).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Tells a refused plaintext client why, in XMPP terms, then closes.
+async fn refuse(mut tcp: TcpStream, kind: ListenerKind) {
+    if kind == ListenerKind::C2s {
+        let msg = concat!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' ",
+            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+            "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>",
+            "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections</text>",
+            "</stream:error></stream:stream>"
+        );
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            tcp.write_all(msg.as_bytes()),
+        )
+        .await;
+    }
+    let _ = tcp.shutdown().await;
+}

@@ -1,0 +1,448 @@
+//! The typed configuration of a Starling server (`starling.toml`).
+//!
+//! One serde tree with `deny_unknown_fields` everywhere, so a misspelt key is an error rather
+//! than a silently ignored setting. [`Config::from_toml`] reports every problem it finds in one
+//! pass, each with the line and column it comes from, so `starling check` can print them all.
+//! Every key is documented in `starling.example.toml` at the repository root; a test loads that
+//! file so the two cannot drift apart. A key never changes meaning: renames go through a
+//! documented migration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Virtual hosts and where data lives.
+    pub server: ServerConfig,
+    /// Certificate and key used by every TLS listener.
+    pub tls: TlsConfig,
+    /// The sockets the server listens on.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Client-to-server stream settings and limits.
+    pub c2s: C2sConfig,
+    /// Where accounts and user data are stored.
+    pub storage: StorageConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            listeners: vec![
+                ListenerConfig {
+                    kind: ListenerKind::C2s,
+                    address: "0.0.0.0:5222".parse().expect("static address"),
+                },
+                ListenerConfig {
+                    kind: ListenerKind::C2sDirectTls,
+                    address: "0.0.0.0:5223".parse().expect("static address"),
+                },
+            ],
+            c2s: C2sConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The domains this server hosts (virtual hosts). Users are `user@host`.
+    pub hosts: Vec<String>,
+    /// Directory for the SQLite database and generated certificates. Relative paths are
+    /// taken from the directory the server starts in.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hosts: vec!["localhost".to_owned()],
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain. When both `cert` and `key` are absent the server uses (and
+    /// on first start generates) a self-signed certificate in the data directory.
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    pub key: Option<PathBuf>,
+}
+
+/// One `[[listener]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// What the listener speaks.
+    pub kind: ListenerKind,
+    /// Address and port to bind.
+    pub address: SocketAddr,
+}
+
+/// The protocols a listener can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerKind {
+    /// Client streams starting in plaintext, upgraded with STARTTLS (RFC 6120 §5), port 5222.
+    C2s,
+    /// Client streams inside TLS from the first byte (XEP-0368), port 5223.
+    C2sDirectTls,
+}
+
+/// `[c2s]`: client stream behaviour and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct C2sConfig {
+    /// Refuse SASL and stanzas until STARTTLS has completed (RFC 6120 §5.3.1 "required").
+    pub require_tls: bool,
+    /// Largest stanza accepted, in bytes; a larger one ends the stream with `policy-violation`.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted inside a stanza.
+    pub max_depth: usize,
+    /// Most attributes accepted on one element.
+    pub max_attributes: usize,
+    /// Seconds a connection has to authenticate and bind before it is closed with
+    /// `connection-timeout`.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without any inbound byte (whitespace keepalives count) before an authenticated
+    /// stream is closed with `connection-timeout`.
+    pub idle_timeout_secs: u64,
+    /// Stanzas that may wait in one session's outbound queue. A session whose queue stays full
+    /// is a slow consumer and is closed with `policy-violation`.
+    pub outbound_queue: usize,
+    /// Most simultaneous client connections (all listeners together).
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Most resources (sessions) one account may bind at once.
+    pub max_resources_per_account: usize,
+    /// What happens when a client binds a resource that is already in use:
+    /// `kick-old` (the old session ends with `conflict`, like Prosody and ejabberd) or
+    /// `refuse-new` (the bind gets a `conflict` error).
+    pub resource_conflict: ResourceConflict,
+    /// PBKDF2 iterations for newly stored SCRAM credentials.
+    pub scram_iterations: u32,
+}
+
+impl Default for C2sConfig {
+    fn default() -> Self {
+        C2sConfig {
+            require_tls: true,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 64,
+            max_attributes: 64,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            outbound_queue: 1024,
+            max_connections: 50_000,
+            max_connections_per_ip: 200,
+            max_resources_per_account: 20,
+            resource_conflict: ResourceConflict::KickOld,
+            scram_iterations: 4096,
+        }
+    }
+}
+
+/// Resource conflict policy (RFC 6120 §7.7.2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceConflict {
+    /// Terminate the existing session with a `conflict` stream error.
+    KickOld,
+    /// Refuse the new bind with a `conflict` stanza error.
+    RefuseNew,
+}
+
+/// `[storage]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `sqlite://path` or `postgres://user@host/db`. Absent: SQLite file `starling.db` in
+    /// the data directory.
+    pub url: Option<String>,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `starling_c2s=debug,info`. The environment
+    /// variable `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// What is wrong, in words an operator understands.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
+            (Some(l), None) => write!(f, "line {l}: {}", self.message),
+            _ => write!(f, "{}", self.message),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+/// Finds the line on which `key = ` is written, for semantic errors that serde cannot place.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            t.starts_with(key) && t[key.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text. Returns every problem found.
+    pub fn from_toml(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+        let config: Config = match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let (line, column) = match e.span() {
+                    Some(span) => {
+                        let (l, c) = line_col(text, span.start);
+                        (Some(l), Some(c))
+                    }
+                    None => (None, None),
+                };
+                return Err(vec![ConfigProblem {
+                    line,
+                    column,
+                    message: e.message().trim().to_owned(),
+                }]);
+            }
+        };
+        let problems = config.validate(Some(text));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, Vec<ConfigProblem>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigProblem {
+                line: None,
+                column: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }]
+        })?;
+        Config::from_toml(&text)
+    }
+
+    /// Semantic checks that the types cannot express. `text` places problems on lines.
+    pub fn validate(&self, text: Option<&str>) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                line: text.and_then(|t| line_of_key(t, key)),
+                column: None,
+                message,
+            })
+        };
+        if self.server.hosts.is_empty() {
+            problem("hosts", "server.hosts must name at least one domain".into());
+        }
+        for host in &self.server.hosts {
+            match starling_proto::jid::Jid::parse(host) {
+                Ok(j) if j.is_bare() && j.node().is_none() => {}
+                _ => problem("hosts", format!("'{host}' is not a valid domain name")),
+            }
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            problem(
+                if self.tls.cert.is_some() {
+                    "cert"
+                } else {
+                    "key"
+                },
+                "tls.cert and tls.key must be given together".into(),
+            );
+        }
+        let c2s = &self.c2s;
+        let limits = [
+            (
+                "max_stanza_bytes",
+                c2s.max_stanza_bytes,
+                1024,
+                64 * 1024 * 1024,
+            ),
+            ("max_depth", c2s.max_depth, 4, 10_000),
+            ("max_attributes", c2s.max_attributes, 4, 10_000),
+            ("outbound_queue", c2s.outbound_queue, 8, 1_000_000),
+            ("max_connections", c2s.max_connections, 1, 10_000_000),
+            (
+                "max_connections_per_ip",
+                c2s.max_connections_per_ip,
+                1,
+                10_000_000,
+            ),
+            (
+                "max_resources_per_account",
+                c2s.max_resources_per_account,
+                1,
+                10_000,
+            ),
+        ];
+        for (key, value, min, max) in limits {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("c2s.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
+        if c2s.handshake_timeout_secs == 0 || c2s.idle_timeout_secs == 0 {
+            problem(
+                if c2s.handshake_timeout_secs == 0 {
+                    "handshake_timeout_secs"
+                } else {
+                    "idle_timeout_secs"
+                },
+                "timeouts must be at least one second".into(),
+            );
+        }
+        if !(1000..=10_000_000).contains(&c2s.scram_iterations) {
+            problem(
+                "scram_iterations",
+                format!(
+                    "c2s.scram_iterations = {} is out of range (1000..=10000000)",
+                    c2s.scram_iterations
+                ),
+            );
+        }
+        if let Some(url) = &self.storage.url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                problem(
+                    "url",
+                    format!("storage.url '{url}' must start with sqlite: or postgres://"),
+                );
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for l in &self.listeners {
+            if !seen.insert(l.address) {
+                problem("address", format!("two listeners bind {}", l.address));
+            }
+        }
+        problems
+    }
+
+    /// The storage URL to open: the configured one or SQLite in the data directory.
+    pub fn storage_url(&self) -> String {
+        match &self.storage.url {
+            Some(u) => u.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.server.data_dir.join("starling.db").display()
+            ),
+        }
+    }
+
+    /// Whether `domain` is one of our virtual hosts.
+    pub fn is_local_host(&self, domain: &str) -> bool {
+        self.server.hosts.iter().any(|h| h == domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.hosts, vec!["localhost"]);
+        assert_eq!(c.c2s.max_stanza_bytes, 262_144);
+        assert!(c.c2s.require_tls);
+        assert_eq!(c.listeners.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let text = "[server]\nhosts = [\"example.org\"]\n\n[c2s]\nmax_stanza_byte = 10\n";
+        let problems = Config::from_toml(text).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, Some(5), "{problems:?}");
+        assert!(
+            problems[0].message.contains("max_stanza_byte"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported() {
+        let text =
+            "[server]\nhosts = [\"bad domain@x\"]\n[tls]\ncert = \"a.pem\"\n[c2s]\nmax_depth = 1\n";
+        let problems = Config::from_toml(text).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(problems[0].line, Some(2));
+        assert_eq!(problems[1].line, Some(4));
+        assert_eq!(problems[2].line, Some(6));
+    }
+
+    #[test]
+    fn listeners_parse() {
+        let text = "[[listener]]\nkind = \"c2s\"\naddress = \"127.0.0.1:15222\"\n[[listener]]\nkind = \"c2s-direct-tls\"\naddress = \"[::1]:15223\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.listeners[1].kind, ListenerKind::C2sDirectTls);
+        let bad = Config::from_toml("[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:1\"\n")
+            .unwrap_err();
+        assert_eq!(bad[0].line, Some(2), "{bad:?}");
+    }
+
+    #[test]
+    fn example_config_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../starling.example.toml");
+        let text = std::fs::read_to_string(path).expect("starling.example.toml exists");
+        Config::from_toml(&text).unwrap_or_else(|p| panic!("example config: {p:?}"));
+    }
+}

@@ -1,0 +1,385 @@
+//! The server context and the routing rules of RFC 6120 §10 and RFC 6121 §8.
+//!
+//! [`Server::route`] takes a stanza whose `from` has been validated by the session that read it
+//! and whose `to` is set, and decides: a module (IQs to the server or an account, hooks for
+//! messages and presence), a local session (one full JID, or the bare-JID delivery rules), or an
+//! error back to the sender. Remote domains are not served yet (federation is its own crate);
+//! stanzas to them bounce with `remote-server-not-found`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use minidom::Element;
+use starling_proto::error::{error_reply, StanzaError, StanzaErrorCondition as Cond};
+use starling_proto::jid::Jid;
+use starling_proto::ns;
+use starling_proto::stanza::IqType;
+use starling_storage::Storage;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::module::{IqRequest, Module, Outcome, SessionEvent, Target};
+use crate::router::Router;
+use crate::xml::BuilderExt;
+
+/// Everything a session or module needs: configuration, storage, the session table, modules.
+pub struct Server {
+    config: Arc<Config>,
+    storage: Arc<dyn Storage>,
+    router: Router,
+    modules: Vec<Arc<dyn Module>>,
+    /// namespace -> element name -> index in `modules`, for IQ payloads.
+    iq_table: HashMap<&'static str, HashMap<&'static str, usize>>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    /// Builds the context and the IQ dispatch table. Two modules claiming the same IQ payload
+    /// is a programming error, reported at start.
+    pub fn new(
+        config: Arc<Config>,
+        storage: Arc<dyn Storage>,
+        modules: Vec<Arc<dyn Module>>,
+    ) -> Result<Arc<Server>, String> {
+        let mut iq_table: HashMap<&'static str, HashMap<&'static str, usize>> = HashMap::new();
+        for (i, m) in modules.iter().enumerate() {
+            for payload in m.iq_payloads() {
+                if let Some(prev) = iq_table.entry(payload.0).or_default().insert(payload.1, i) {
+                    return Err(format!(
+                        "modules {} and {} both handle IQ {{{}}}{}",
+                        modules[prev].name(),
+                        m.name(),
+                        payload.0,
+                        payload.1
+                    ));
+                }
+            }
+        }
+        Ok(Arc::new(Server {
+            config,
+            storage,
+            router: Router::new(),
+            modules,
+            iq_table,
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// The configuration the server started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The session table.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// The enabled modules.
+    pub fn modules(&self) -> &[Arc<dyn Module>] {
+        &self.modules
+    }
+
+    /// Cancelled when the server shuts down; every task selects on it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Every disco feature of the enabled modules, sorted and deduplicated.
+    pub fn disco_features(&self) -> Vec<&'static str> {
+        let mut f: Vec<_> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.disco_features())
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
+    /// Stream features offered to a bound client.
+    pub fn stream_features(&self) -> Vec<Element> {
+        self.modules
+            .iter()
+            .flat_map(|m| m.stream_features())
+            .collect()
+    }
+
+    /// Tells every module about a session event.
+    pub async fn session_event(&self, event: SessionEvent) {
+        for m in &self.modules {
+            m.on_session(self, &event).await;
+        }
+    }
+
+    /// Routes a stanza with a validated `from` and a `to`.
+    pub async fn route(&self, stanza: Element) {
+        let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            // Sessions set and validate `to` before routing; this is a bug, not a peer error.
+            tracing::error!("route() called without a valid 'to'");
+            return;
+        };
+        if !self.config.is_local_host(to.domain()) {
+            // No federation yet: RFC 6120 §10.4.3.
+            self.bounce(&stanza, Cond::RemoteServerNotFound).await;
+            return;
+        }
+        match stanza.name() {
+            "iq" => self.route_iq(stanza, to).await,
+            "message" => self.route_message(stanza, to).await,
+            "presence" => self.route_presence(stanza, to).await,
+            _ => tracing::warn!(name = stanza.name(), "not a stanza; dropped"),
+        }
+    }
+
+    /// Sends an error reply for `stanza` back to its sender (never for an error stanza).
+    pub async fn bounce(&self, stanza: &Element, condition: Cond) {
+        self.bounce_with(stanza, StanzaError::new(condition)).await;
+    }
+
+    /// Like [`Server::bounce`] with a prepared error.
+    pub async fn bounce_with(&self, stanza: &Element, error: StanzaError) {
+        if let Some(reply) = error_reply(stanza, &error) {
+            // An error reply is addressed to a local sender in every case we produce one.
+            Box::pin(self.route(reply)).await;
+        }
+    }
+
+    async fn route_iq(&self, iq: Element, to: Jid) {
+        let kind = iq.attr("type").map(Some).and_then(IqType::parse);
+        if to.resource().is_some() {
+            match self.router.session(&to) {
+                Some(s) => {
+                    if s.deliver(iq.clone()).is_err()
+                        && matches!(kind, Some(IqType::Get | IqType::Set))
+                    {
+                        self.bounce(&iq, Cond::ServiceUnavailable).await;
+                    }
+                }
+                None if matches!(kind, Some(IqType::Get | IqType::Set)) => {
+                    self.bounce(&iq, Cond::ServiceUnavailable).await
+                }
+                None => {}
+            }
+            return;
+        }
+        let kind = match kind {
+            Some(k @ (IqType::Get | IqType::Set)) => k,
+            // Results and errors to the server or a bare JID answer nothing we asked: drop.
+            _ => return,
+        };
+        if let Some(node) = to.node() {
+            // IQ to an account's bare JID is served by the server on the account's behalf
+            // (RFC 6120 §10.5.3.1 / §10.3): only for existing accounts.
+            match self.storage.account_exists(to.domain(), node).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.bounce(&iq, Cond::ServiceUnavailable).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "storage error checking account");
+                    self.bounce(&iq, Cond::InternalServerError).await;
+                    return;
+                }
+            }
+        }
+        let Some(payload) = iq.children().next() else {
+            self.bounce(&iq, Cond::BadRequest).await;
+            return;
+        };
+        let module = self
+            .iq_table
+            .get(payload.ns().as_str())
+            .and_then(|names| names.get(payload.name()))
+            .map(|&i| self.modules[i].clone());
+        let Some(module) = module else {
+            // RFC 6120 §8.4: an unhandled get/set gets service-unavailable.
+            self.bounce(&iq, Cond::ServiceUnavailable).await;
+            return;
+        };
+        let from = match iq.attr("from").and_then(|f| Jid::parse(f).ok()) {
+            Some(f) => f,
+            None => return,
+        };
+        let response = module
+            .handle_iq(
+                self,
+                IqRequest {
+                    from: &from,
+                    to: &to,
+                    kind,
+                    payload,
+                    stanza: &iq,
+                },
+            )
+            .await;
+        match response {
+            Ok(payload) => {
+                let mut result = Element::builder("iq", ns::CLIENT)
+                    .with_attr("type", "result")
+                    .with_attr("from", to.as_str())
+                    .with_attr("to", from.as_str())
+                    .with_attr("id", iq.attr("id").unwrap_or_default())
+                    .build();
+                if let Some(p) = payload {
+                    result.append_child(p);
+                }
+                Box::pin(self.route(result)).await;
+            }
+            Err(e) => self.bounce_with(&iq, e).await,
+        }
+    }
+
+    async fn hooks(&self, stanza: &Element, target: Target) -> Outcome {
+        for m in &self.modules {
+            if m.on_stanza(self, stanza, target).await == Outcome::Handled {
+                return Outcome::Handled;
+            }
+        }
+        Outcome::Pass
+    }
+
+    async fn account_exists(&self, jid: &Jid) -> Option<bool> {
+        let node = jid.node()?;
+        match self.storage.account_exists(jid.domain(), node).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::error!(error = %e, "storage error checking account");
+                None
+            }
+        }
+    }
+
+    async fn route_message(&self, msg: Element, to: Jid) {
+        let mtype = msg.attr("type").unwrap_or("normal");
+        if to.node().is_none() {
+            // To the server itself (RFC 6121 §8.5.1 for the domain): modules may take it.
+            if self.hooks(&msg, Target::Server).await == Outcome::Pass
+                && !matches!(mtype, "error" | "headline" | "groupchat")
+            {
+                self.bounce(&msg, Cond::ServiceUnavailable).await;
+            }
+            return;
+        }
+        if to.resource().is_some() {
+            if let Some(session) = self.router.session(&to) {
+                if session.deliver(msg.clone()).is_err() && mtype != "error" {
+                    self.bounce(&msg, Cond::ServiceUnavailable).await;
+                }
+                return;
+            }
+            // RFC 6121 §8.5.3.2.1: no such resource.
+            match mtype {
+                "groupchat" => {
+                    self.bounce(&msg, Cond::ServiceUnavailable).await;
+                    return;
+                }
+                "error" => return,
+                _ => {} // normal, chat, headline: treat as addressed to the bare JID.
+            }
+        }
+        let bare = to.bare();
+        // Skip the storage round trip when the user is online: a bound resource proves the
+        // account exists (the fast path of DESIGN principle 2).
+        let online = !self.router.resources(&bare).is_empty();
+        if !online && self.account_exists(&bare).await != Some(true) {
+            // RFC 6121 §8.5.1: no such user.
+            if matches!(mtype, "normal" | "chat") {
+                self.bounce(&msg, Cond::ServiceUnavailable).await;
+            }
+            return;
+        }
+        if self.hooks(&msg, Target::Account).await == Outcome::Handled {
+            return;
+        }
+        if mtype == "groupchat" {
+            // RFC 6121 §8.5.2.1.2
+            self.bounce(&msg, Cond::ServiceUnavailable).await;
+            return;
+        }
+        let targets = self.router.with_resources(&bare, |list| {
+            let eligible = list.iter().filter(|r| r.available && r.priority >= 0);
+            if mtype == "headline" {
+                // §8.5.2.1.3: every available resource with non-negative priority.
+                eligible.map(|r| r.handle.clone()).collect::<Vec<_>>()
+            } else {
+                // §8.5.2.1.1 (normal, chat), and errors: the most available resources, i.e. all
+                // of those sharing the highest non-negative priority.
+                let top = list
+                    .iter()
+                    .filter(|r| r.available && r.priority >= 0)
+                    .map(|r| r.priority)
+                    .max();
+                match top {
+                    Some(p) => eligible
+                        .filter(|r| r.priority == p)
+                        .map(|r| r.handle.clone())
+                        .collect(),
+                    None => Vec::new(),
+                }
+            }
+        });
+        let mut delivered = false;
+        for t in &targets {
+            delivered |= t.deliver(msg.clone()).is_ok();
+        }
+        if delivered {
+            return;
+        }
+        // §8.5.2.2: no available resource. Offline storage hooks in here.
+        if self.hooks(&msg, Target::Undeliverable).await == Outcome::Handled {
+            return;
+        }
+        if matches!(mtype, "normal" | "chat") {
+            self.bounce(&msg, Cond::ServiceUnavailable).await;
+        }
+    }
+
+    async fn route_presence(&self, pres: Element, to: Jid) {
+        if to.node().is_none() {
+            self.hooks(&pres, Target::Server).await;
+            return;
+        }
+        if self.hooks(&pres, Target::Account).await == Outcome::Handled {
+            return;
+        }
+        if to.resource().is_some() {
+            // Directed presence to a full JID (RFC 6121 §4.6): delivered if that session
+            // exists, silently ignored otherwise (§8.5.3.2.2).
+            if let Some(s) = self.router.session(&to) {
+                let _ = s.deliver(pres);
+            }
+            return;
+        }
+        // To a bare JID: every available resource (RFC 6121 §8.5.2.1.1 for presence).
+        let targets = self.router.with_resources(&to, |list| {
+            list.iter()
+                .filter(|r| r.available)
+                .map(|r| r.handle.clone())
+                .collect::<Vec<_>>()
+        });
+        for t in targets {
+            let _ = t.deliver(pres.clone());
+        }
+    }
+
+    /// Presence broadcast by a client (no `to`): record it in the session table and let the
+    /// presence modules fan it out.
+    pub async fn broadcast_presence(&self, from: &Jid, pres: Element) {
+        let available = pres.attr("type").is_none();
+        let priority = pres
+            .get_child("priority", ns::CLIENT)
+            .and_then(|p| p.text().trim().parse::<i8>().ok())
+            .unwrap_or(0);
+        if available || pres.attr("type") == Some("unavailable") {
+            self.router.set_presence(from, available, priority);
+        }
+        self.hooks(&pres, Target::Broadcast).await;
+    }
+}

@@ -1,0 +1,167 @@
+//! The handle through which everyone but its own task reaches a session.
+//!
+//! A session is a task that owns its socket (STYLE habit 2). Others hold a [`SessionHandle`]:
+//! a bounded queue of outbound stanzas plus a way to ask the session to close. When the queue
+//! is full the session is a slow consumer; the router asks it to close with
+//! `policy-violation` rather than letting memory grow (DESIGN principle 3).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use minidom::Element;
+use parking_lot::Mutex;
+use starling_proto::error::{StreamError, StreamErrorCondition};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a session task receives from the rest of the server.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A stanza to write to the client, already addressed.
+    Stanza(Element),
+}
+
+/// Why delivery to a session failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// The session's queue is full; the session has been asked to close.
+    SlowConsumer,
+    /// The session has ended.
+    Gone,
+}
+
+#[derive(Debug)]
+struct Control {
+    /// Cancelled when someone asks the session to end.
+    close: CancellationToken,
+    /// The stream error the session should send when it ends because of `close`.
+    reason: Mutex<Option<StreamError>>,
+}
+
+/// A cheap, clonable reference to a live session.
+#[derive(Debug, Clone)]
+pub struct SessionHandle {
+    id: u64,
+    tx: mpsc::Sender<Outbound>,
+    control: Arc<Control>,
+}
+
+/// The receiving half, owned by the session task.
+#[derive(Debug)]
+pub struct SessionInbox {
+    /// Outbound stanzas queued for this session.
+    pub rx: mpsc::Receiver<Outbound>,
+    control: Arc<Control>,
+}
+
+impl SessionHandle {
+    /// Creates a handle and the inbox its session task reads, with a queue of `capacity`.
+    pub fn new(capacity: usize) -> (SessionHandle, SessionInbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let control = Arc::new(Control {
+            close: CancellationToken::new(),
+            reason: Mutex::new(None),
+        });
+        (
+            SessionHandle {
+                id: NEXT_SESSION_ID.fetch_add(1, Ordering::Relaxed),
+                tx,
+                control: control.clone(),
+            },
+            SessionInbox { rx, control },
+        )
+    }
+
+    /// A process-unique id, used to tell a session from a later one on the same full JID.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues a stanza without waiting. A full queue closes the session as a slow consumer.
+    pub fn deliver(&self, stanza: Element) -> Result<(), DeliveryError> {
+        match self.tx.try_send(Outbound::Stanza(stanza)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    session = self.id,
+                    "outbound queue full: closing slow consumer"
+                );
+                self.close(StreamError::with_text(
+                    StreamErrorCondition::PolicyViolation,
+                    "too many stanzas queued for this session (slow consumer)",
+                ));
+                Err(DeliveryError::SlowConsumer)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
+        }
+    }
+
+    /// Asks the session to end its stream with `reason`. The first reason wins.
+    pub fn close(&self, reason: StreamError) {
+        let mut slot = self.control.reason.lock();
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        drop(slot);
+        self.control.close.cancel();
+    }
+
+    /// Whether the session has been asked to close or has ended.
+    pub fn is_closed(&self) -> bool {
+        self.control.close.is_cancelled() || self.tx.is_closed()
+    }
+}
+
+/// Waits for a close request; separate from the inbox so both can sit in one `select!`.
+#[derive(Debug, Clone)]
+pub struct CloseSignal {
+    control: Arc<Control>,
+}
+
+impl SessionInbox {
+    /// The close signal of this session.
+    pub fn close_signal(&self) -> CloseSignal {
+        CloseSignal {
+            control: self.control.clone(),
+        }
+    }
+}
+
+impl CloseSignal {
+    /// Resolves when someone asked this session to close; yields the stream error to send.
+    pub async fn closed(&self) -> StreamError {
+        self.control.close.cancelled().await;
+        self.control
+            .reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| StreamError::new(StreamErrorCondition::UndefinedCondition))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_queue_closes_the_session() {
+        let (h, inbox) = SessionHandle::new(2);
+        let el = || Element::builder("message", "jabber:client").build();
+        assert_eq!(h.deliver(el()), Ok(()));
+        assert_eq!(h.deliver(el()), Ok(()));
+        assert_eq!(h.deliver(el()), Err(DeliveryError::SlowConsumer));
+        assert!(h.is_closed());
+        let reason = inbox.close_signal().closed().await;
+        assert_eq!(reason.condition, StreamErrorCondition::PolicyViolation);
+    }
+
+    #[tokio::test]
+    async fn dropped_inbox_means_gone() {
+        let (h, inbox) = SessionHandle::new(2);
+        drop(inbox);
+        let el = Element::builder("message", "jabber:client").build();
+        assert_eq!(h.deliver(el), Err(DeliveryError::Gone));
+    }
+}
