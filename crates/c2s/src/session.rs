@@ -209,13 +209,13 @@ async fn inbound(
                     return Ok(());
                 }
             }
-            server.route(el).await;
+            server.route_from_client(el).await;
         }
         "message" => {
             if to.is_none() {
                 el.put_attr("to", jid.bare().as_str());
             }
-            server.route(el).await;
+            server.route_from_client(el).await;
         }
         _ => {
             if to.is_none() {
@@ -226,7 +226,7 @@ async fn inbound(
                 }
                 server.broadcast_presence(jid, el).await;
             } else {
-                server.route(el).await;
+                server.route_from_client(el).await;
             }
         }
     }

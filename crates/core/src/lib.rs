@@ -13,7 +13,7 @@ pub mod session;
 pub mod xml;
 
 pub use config::Config;
-pub use module::{IqRequest, Module, Outcome, SessionEvent};
+pub use module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 pub use router::Router;
 pub use server::Server;
 pub use session::{Outbound, SessionHandle};

@@ -49,19 +49,40 @@ pub enum SessionEvent {
     Ended(Jid),
 }
 
-/// Where a non-IQ stanza is headed, for [`Module::on_stanza`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Addressed to one of our domains.
+/// The points in a stanza's life where modules can look at it, for [`Module::on_stanza`].
+///
+/// A module lists the points it wants in [`Module::hooks`]; the server calls only those, so a
+/// stanza pays nothing for modules that do not care about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// Sent by a local client (any type, any address), after `from` was stamped and before
+    /// routing: outbound privacy rules, outbound subscription handling, carbons.
+    Outbound,
+    /// A message or presence addressed to one of our domains.
     Server,
-    /// Addressed to an existing local account's bare JID (or to a full JID that is offline
-    /// and falls back to the bare JID).
+    /// A message or presence addressed to an existing local account (bare JID, or a full JID
+    /// whose resource is offline and falls back to the bare JID): inbound subscription
+    /// handling, probes, inbound privacy rules.
     Account,
     /// A message for an existing account that no available resource will receive
-    /// (RFC 6121 §8.5.2.2): offline storage hooks here.
+    /// (RFC 6121 §8.5.2.2): offline storage.
     Undeliverable,
-    /// Presence broadcast by a client (no `to`), after the router recorded it.
+    /// Presence broadcast by a client (no `to`), after the session table recorded it.
     Broadcast,
+    /// About to be queued for one local session (the stanza's `to` may be a bare JID; the
+    /// session is given in [`HookContext::session`]): per-resource filters such as privacy
+    /// lists and client state indication.
+    Delivery,
+}
+
+/// Extra facts passed to [`Module::on_stanza`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HookContext<'a> {
+    /// For [`Hook::Broadcast`]: this is the session's first available presence (RFC 6121
+    /// §4.2: initial presence, which triggers probes and offline delivery).
+    pub initial: bool,
+    /// For [`Hook::Delivery`]: the full JID of the session about to receive the stanza.
+    pub session: Option<&'a Jid>,
 }
 
 /// One feature of the server.
@@ -92,8 +113,21 @@ pub trait Module: Send + Sync + 'static {
         ))
     }
 
-    /// Sees messages and presence addressed to the server or to an account.
-    async fn on_stanza(&self, _server: &Server, _stanza: &Element, _target: Target) -> Outcome {
+    /// The hook points this module wants to see (see [`Hook`]).
+    fn hooks(&self) -> Vec<Hook> {
+        Vec::new()
+    }
+
+    /// Sees a stanza at one of the points listed in [`Module::hooks`]. Returning
+    /// [`Outcome::Handled`] stops routing (the module has delivered, stored, answered or
+    /// dropped the stanza).
+    async fn on_stanza(
+        &self,
+        _server: &Server,
+        _stanza: &Element,
+        _hook: Hook,
+        _ctx: HookContext<'_>,
+    ) -> Outcome {
         Outcome::Pass
     }
 

@@ -112,16 +112,22 @@ impl Router {
         removed
     }
 
-    /// Records the presence state of a bound resource.
-    pub fn set_presence(&self, full: &Jid, available: bool, priority: i8) {
+    /// Records the presence state of a bound resource; returns whether it was available
+    /// before (false for an unknown resource).
+    pub fn set_presence(&self, full: &Jid, available: bool, priority: i8) -> bool {
         let bare = full.bare();
         let mut shard = self.shard(&bare).write();
-        if let Some(r) = shard
+        match shard
             .get_mut(&bare)
             .and_then(|l| l.iter_mut().find(|r| r.jid == *full))
         {
-            r.available = available;
-            r.priority = priority;
+            Some(r) => {
+                let before = r.available;
+                r.available = available;
+                r.priority = priority;
+                before
+            }
+            None => false,
         }
     }
 

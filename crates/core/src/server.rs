@@ -18,8 +18,9 @@ use starling_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::module::{IqRequest, Module, Outcome, SessionEvent, Target};
+use crate::module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 use crate::router::Router;
+use crate::session::SessionHandle;
 use crate::xml::BuilderExt;
 
 /// Everything a session or module needs: configuration, storage, the session table, modules.
@@ -30,6 +31,8 @@ pub struct Server {
     modules: Vec<Arc<dyn Module>>,
     /// namespace -> element name -> index in `modules`, for IQ payloads.
     iq_table: HashMap<&'static str, HashMap<&'static str, usize>>,
+    /// hook point -> the modules that asked for it, in module order.
+    hook_table: HashMap<Hook, Vec<Arc<dyn Module>>>,
     shutdown: CancellationToken,
 }
 
@@ -55,7 +58,14 @@ impl Server {
                 }
             }
         }
+        let mut hook_table: HashMap<Hook, Vec<Arc<dyn Module>>> = HashMap::new();
+        for m in &modules {
+            for h in m.hooks() {
+                hook_table.entry(h).or_default().push(m.clone());
+            }
+        }
         Ok(Arc::new(Server {
+            hook_table,
             config,
             storage,
             router: Router::new(),
@@ -151,11 +161,11 @@ impl Server {
     }
 
     async fn route_iq(&self, iq: Element, to: Jid) {
-        let kind = iq.attr("type").map(Some).and_then(IqType::parse);
+        let kind = IqType::parse(iq.attr("type"));
         if to.resource().is_some() {
             match self.router.session(&to) {
                 Some(s) => {
-                    if s.deliver(iq.clone()).is_err()
+                    if !self.deliver_to(&s, &to, iq.clone()).await
                         && matches!(kind, Some(IqType::Get | IqType::Set))
                     {
                         self.bounce(&iq, Cond::ServiceUnavailable).await;
@@ -236,13 +246,44 @@ impl Server {
         }
     }
 
-    async fn hooks(&self, stanza: &Element, target: Target) -> Outcome {
-        for m in &self.modules {
-            if m.on_stanza(self, stanza, target).await == Outcome::Handled {
+    /// Runs the modules registered for `hook` until one handles the stanza.
+    pub async fn run_hooks(&self, stanza: &Element, hook: Hook, ctx: HookContext<'_>) -> Outcome {
+        let Some(list) = self.hook_table.get(&hook) else {
+            return Outcome::Pass;
+        };
+        for m in list {
+            if m.on_stanza(self, stanza, hook, ctx).await == Outcome::Handled {
                 return Outcome::Handled;
             }
         }
         Outcome::Pass
+    }
+
+    async fn hooks(&self, stanza: &Element, hook: Hook) -> Outcome {
+        self.run_hooks(stanza, hook, HookContext::default()).await
+    }
+
+    /// Queues a stanza for one session after the [`Hook::Delivery`] filters. Returns whether
+    /// it was queued (false: filtered out, slow consumer or gone).
+    pub async fn deliver_to(&self, session: &SessionHandle, full: &Jid, stanza: Element) -> bool {
+        if self.hook_table.contains_key(&Hook::Delivery) {
+            let ctx = HookContext {
+                initial: false,
+                session: Some(full),
+            };
+            if self.run_hooks(&stanza, Hook::Delivery, ctx).await == Outcome::Handled {
+                return false;
+            }
+        }
+        session.deliver(stanza).is_ok()
+    }
+
+    /// Routes a stanza sent by a local client: [`Hook::Outbound`] first, then [`Server::route`].
+    pub async fn route_from_client(&self, stanza: Element) {
+        if self.hooks(&stanza, Hook::Outbound).await == Outcome::Handled {
+            return;
+        }
+        self.route(stanza).await;
     }
 
     async fn account_exists(&self, jid: &Jid) -> Option<bool> {
@@ -260,7 +301,7 @@ impl Server {
         let mtype = msg.attr("type").unwrap_or("normal");
         if to.node().is_none() {
             // To the server itself (RFC 6121 §8.5.1 for the domain): modules may take it.
-            if self.hooks(&msg, Target::Server).await == Outcome::Pass
+            if self.hooks(&msg, Hook::Server).await == Outcome::Pass
                 && !matches!(mtype, "error" | "headline" | "groupchat")
             {
                 self.bounce(&msg, Cond::ServiceUnavailable).await;
@@ -269,7 +310,7 @@ impl Server {
         }
         if to.resource().is_some() {
             if let Some(session) = self.router.session(&to) {
-                if session.deliver(msg.clone()).is_err() && mtype != "error" {
+                if !self.deliver_to(&session, &to, msg.clone()).await && mtype != "error" {
                     self.bounce(&msg, Cond::ServiceUnavailable).await;
                 }
                 return;
@@ -295,7 +336,7 @@ impl Server {
             }
             return;
         }
-        if self.hooks(&msg, Target::Account).await == Outcome::Handled {
+        if self.hooks(&msg, Hook::Account).await == Outcome::Handled {
             return;
         }
         if mtype == "groupchat" {
@@ -307,7 +348,9 @@ impl Server {
             let eligible = list.iter().filter(|r| r.available && r.priority >= 0);
             if mtype == "headline" {
                 // §8.5.2.1.3: every available resource with non-negative priority.
-                eligible.map(|r| r.handle.clone()).collect::<Vec<_>>()
+                eligible
+                    .map(|r| (r.handle.clone(), r.jid.clone()))
+                    .collect::<Vec<_>>()
             } else {
                 // §8.5.2.1.1 (normal, chat), and errors: the most available resources, i.e. all
                 // of those sharing the highest non-negative priority.
@@ -319,21 +362,21 @@ impl Server {
                 match top {
                     Some(p) => eligible
                         .filter(|r| r.priority == p)
-                        .map(|r| r.handle.clone())
+                        .map(|r| (r.handle.clone(), r.jid.clone()))
                         .collect(),
                     None => Vec::new(),
                 }
             }
         });
         let mut delivered = false;
-        for t in &targets {
-            delivered |= t.deliver(msg.clone()).is_ok();
+        for (handle, full) in &targets {
+            delivered |= self.deliver_to(handle, full, msg.clone()).await;
         }
         if delivered {
             return;
         }
         // §8.5.2.2: no available resource. Offline storage hooks in here.
-        if self.hooks(&msg, Target::Undeliverable).await == Outcome::Handled {
+        if self.hooks(&msg, Hook::Undeliverable).await == Outcome::Handled {
             return;
         }
         if matches!(mtype, "normal" | "chat") {
@@ -343,17 +386,17 @@ impl Server {
 
     async fn route_presence(&self, pres: Element, to: Jid) {
         if to.node().is_none() {
-            self.hooks(&pres, Target::Server).await;
+            self.hooks(&pres, Hook::Server).await;
             return;
         }
-        if self.hooks(&pres, Target::Account).await == Outcome::Handled {
+        if self.hooks(&pres, Hook::Account).await == Outcome::Handled {
             return;
         }
         if to.resource().is_some() {
             // Directed presence to a full JID (RFC 6121 §4.6): delivered if that session
             // exists, silently ignored otherwise (§8.5.3.2.2).
             if let Some(s) = self.router.session(&to) {
-                let _ = s.deliver(pres);
+                self.deliver_to(&s, &to, pres).await;
             }
             return;
         }
@@ -361,11 +404,11 @@ impl Server {
         let targets = self.router.with_resources(&to, |list| {
             list.iter()
                 .filter(|r| r.available)
-                .map(|r| r.handle.clone())
+                .map(|r| (r.handle.clone(), r.jid.clone()))
                 .collect::<Vec<_>>()
         });
-        for t in targets {
-            let _ = t.deliver(pres.clone());
+        for (handle, full) in targets {
+            self.deliver_to(&handle, &full, pres.clone()).await;
         }
     }
 
@@ -377,9 +420,15 @@ impl Server {
             .get_child("priority", ns::CLIENT)
             .and_then(|p| p.text().trim().parse::<i8>().ok())
             .unwrap_or(0);
+        let mut initial = false;
         if available || pres.attr("type") == Some("unavailable") {
-            self.router.set_presence(from, available, priority);
+            let was_available = self.router.set_presence(from, available, priority);
+            initial = available && !was_available;
         }
-        self.hooks(&pres, Target::Broadcast).await;
+        let ctx = HookContext {
+            initial,
+            session: None,
+        };
+        self.run_hooks(&pres, Hook::Broadcast, ctx).await;
     }
 }
