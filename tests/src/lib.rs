@@ -195,6 +195,8 @@ impl Conn {
     /// Opens a TCP connection.
     pub async fn connect(addr: SocketAddr) -> Conn {
         let tcp = TcpStream::connect(addr).await.expect("connect");
+        // Without this, Nagle plus delayed ACKs add ~40 ms to write-write-read patterns.
+        tcp.set_nodelay(true).expect("nodelay");
         Conn {
             transport: Transport::Plain(tcp),
             framer: Framer::new(Limits {
@@ -298,16 +300,16 @@ impl Conn {
                     Ok(None) => {}
                     Err(e) => panic!("bad XML: {e:?}"),
                 }
-                let mut buf = std::mem::take(&mut self.buf);
+                // A local buffer: the timeout cancels this future mid-read, which must not
+                // leave `self.buf` taken (the next read would see a closed connection).
+                let mut buf = [0u8; 8192];
                 let n = self.io().read(&mut buf).await.unwrap_or(0);
                 if n == 0 {
                     // Closed: nothing more will arrive; keep waiting out the time.
-                    self.buf = buf;
                     std::future::pending::<()>().await;
                     unreachable!();
                 }
                 self.framer.feed(&buf[..n]);
-                self.buf = buf;
             }
         })
         .await;
@@ -528,4 +530,200 @@ fn unb64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s.trim())
         .expect("server sent valid base64")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the c2s_* transcripts: raw stream steps, SCRAM with a prepared client, channel
+// binding data computed independently of the server, and "is the server still fine?" probes.
+
+static PROBE_USERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl TestServer {
+    /// The data directory the server was started with (unless a test moved it).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `tls-server-end-point` binding data computed by the test itself: SHA-256 of the DER
+    /// of the server's (generated, ECDSA P-256 / SHA-256) certificate in `data/tls/cert.pem`.
+    pub fn cert_end_point_hash(&self) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        use sha2::Digest;
+        let path = self.data_dir().join("tls").join("cert.pem");
+        let der = rustls::pki_types::CertificateDer::from_pem_file(&path).expect("cert.pem");
+        sha2::Sha256::digest(der.as_ref()).to_vec()
+    }
+
+    /// After hostile input: a brand-new account still logs in, binds and gets a ping answer.
+    pub async fn assert_still_serves(&self) {
+        let n = PROBE_USERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let user = format!("probe{n}");
+        self.add_user(&user, "probe-pw").await;
+        let mut c = self.login(&user, "probe-pw", "probe").await;
+        c.ping_server().await;
+        c.close().await;
+    }
+
+    /// Waits (up to [`STEP_TIMEOUT`]) until no session is bound to `full`.
+    pub async fn wait_unbound(&self, full: &Jid) {
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        while self.server().router().session(full).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{full} still bound after {STEP_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Conn {
+    /// Opens a TCP connection and sends a stream header for `to` without reading anything.
+    pub async fn connect_and_send(addr: SocketAddr, data: &[u8]) -> Conn {
+        let mut c = Conn::connect(addr).await;
+        c.send_bytes(data).await;
+        c
+    }
+
+    /// Forgets parser state, as after a stream restart, without sending anything.
+    pub fn reset_parser(&mut self) {
+        self.framer.reset();
+    }
+
+    /// A stream header for `to` (with the usual namespaces), as text.
+    pub fn header(to: &str) -> String {
+        format!(
+            "<?xml version='1.0'?><stream:stream to='{to}' version='1.0' xml:lang='en' \
+             xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        )
+    }
+
+    /// Sends `<starttls/>`, expects `<proceed/>` and does the TLS handshake; the stream is not
+    /// re-opened (the caller sends its own header).
+    pub async fn starttls_only(&mut self) {
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+            .await;
+        let proceed = self.recv().await;
+        assert_eq!(proceed.name(), "proceed", "{proceed:?}");
+        self.upgrade_tls().await;
+        self.framer.reset();
+    }
+
+    /// Whether the transport is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls(_))
+    }
+
+    /// Runs a SCRAM exchange with a prepared client (channel binding, authzid, `y` flag...).
+    /// Ok(features after the restart) or Err(SASL condition).
+    pub async fn scram_with(&mut self, mut client: ScramClient) -> Result<Element, String> {
+        let mech = client.mechanism().name();
+        let first = b64(&client.client_first());
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>"
+        ))
+        .await;
+        let challenge = self.recv().await;
+        if challenge.name() == "failure" {
+            return Err(sasl_condition(&challenge));
+        }
+        assert_eq!(challenge.name(), "challenge", "{challenge:?}");
+        let reply = client
+            .handle_server_first(&unb64(&challenge.text()))
+            .map_err(|f| format!("client refused server-first: {}", f.name()))?;
+        self.send(&format!(
+            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
+            b64(&reply)
+        ))
+        .await;
+        let outcome = self.recv().await;
+        match outcome.name() {
+            "success" => {
+                client
+                    .verify_server_final(&unb64(&outcome.text()))
+                    .expect("server signature verifies");
+                Ok(self.open("localhost").await)
+            }
+            "failure" => Err(sasl_condition(&outcome)),
+            _ => panic!("unexpected SASL answer {outcome:?}"),
+        }
+    }
+
+    /// Sends `<auth mechanism=…>` with raw text content and returns the server's answer.
+    pub async fn auth_raw(&mut self, mechanism: &str, content: &str) -> Element {
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{content}</auth>"
+        ))
+        .await;
+        self.recv().await
+    }
+
+    /// Reads for `d`; fails if an element matching `pred` arrives (others are dropped).
+    pub async fn expect_none(&mut self, d: Duration, pred: impl Fn(&Element) -> bool) {
+        let deadline = tokio::time::Instant::now() + d;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match self.framer.next_event() {
+                        Ok(Some(ev)) => return Some(ev),
+                        Ok(None) => {}
+                        Err(e) => panic!("bad XML: {e:?}"),
+                    }
+                    // A local buffer: this future may be cancelled by the timeout
+                    // mid-read, and must not leave `self.buf` taken.
+                    let mut buf = [0u8; 8192];
+                    let n = self.io().read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return None;
+                    }
+                    self.framer.feed(&buf[..n]);
+                }
+            })
+            .await;
+            match ev {
+                Err(_) => return,
+                Ok(Some(StreamEvent::Stanza(el))) if pred(&el) => {
+                    panic!("unexpected element {el:?}")
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("connection closed while expecting silence"),
+            }
+        }
+    }
+
+    /// Writes `data` in chunks until done or the server closes; returns the bytes written.
+    pub async fn flood(&mut self, data: &[u8]) -> usize {
+        let mut written = 0;
+        for chunk in data.chunks(64 * 1024) {
+            if !self.try_send_bytes(chunk).await {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    }
+}
+
+/// A stanza's `type` attribute (convenience for assertions).
+pub fn stanza_type(el: &Element) -> Option<&str> {
+    el.attr("type")
+}
+
+impl Conn {
+    /// Reads raw (decrypted) bytes until the server closes the connection or `limit` passes;
+    /// no XML parsing, so a test can drain megabytes quickly.
+    pub async fn read_raw_until_closed(&mut self, limit: Duration) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(limit, async {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                match self.io().read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        out
+    }
 }

@@ -430,11 +430,13 @@ impl Negotiation {
             self.sasl_failed(Failure::EncryptionRequired).await?;
             return Ok(false);
         }
-        let Some(mech) = auth
-            .attr("mechanism")
-            .and_then(Mechanism::from_name)
-            .filter(|m| self.mechanisms().contains(m))
-        else {
+        let requested = auth.attr("mechanism").and_then(Mechanism::from_name);
+        if !self.is_tls() && matches!(requested, Some(m) if m == Mechanism::Plain || m.is_plus()) {
+            // Known, but only usable inside TLS (RFC 6120 §6.5.4).
+            self.sasl_failed(Failure::EncryptionRequired).await?;
+            return Ok(false);
+        }
+        let Some(mech) = requested.filter(|m| self.mechanisms().contains(m)) else {
             self.sasl_failed(Failure::InvalidMechanism).await?;
             return Ok(false);
         };

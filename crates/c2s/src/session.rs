@@ -74,7 +74,16 @@ pub(crate) async fn run(
                         Err(_) => break,
                     }
                 }
-                if stream.flush().await.is_err() { break Exit::Broken; }
+                // A client that stops reading blocks this write once its socket buffers are
+                // full; meanwhile its queue fills and the router asks it to close. Race the
+                // write against that request (and shutdown), or a dead reader would hold its
+                // session forever. The flush is cancel-safe; the exit path tries once more.
+                tokio::select! {
+                    biased;
+                    r = stream.flush() => if r.is_err() { break Exit::Broken },
+                    _ = shutdown.cancelled() => break Exit::Error(StreamError::new(SE::SystemShutdown)),
+                    reason = close_signal.closed() => break Exit::Error(reason),
+                }
             }
             ev = stream.next_event() => {
                 idle_deadline = Instant::now() + idle;

@@ -6,7 +6,7 @@
 //! [`crate::server`]; this table only answers *who is online*.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use parking_lot::RwLock;
 use starling_proto::jid::Jid;
@@ -39,9 +39,12 @@ pub enum BindError {
     TooManyResources,
 }
 
+/// One shard of the table: bare JID -> its resources.
+type Shard = RwLock<HashMap<Jid, Vec<Resource>>>;
+
 /// The sharded session table.
 pub struct Router {
-    shards: Box<[RwLock<HashMap<Jid, Vec<Resource>>>]>,
+    shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -60,10 +63,8 @@ impl Router {
         }
     }
 
-    fn shard(&self, bare: &Jid) -> &RwLock<HashMap<Jid, Vec<Resource>>> {
-        let mut h = self.hasher.build_hasher();
-        bare.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+    fn shard(&self, bare: &Jid) -> &Shard {
+        &self.shards[(self.hasher.hash_one(bare) as usize) % SHARDS]
     }
 
     /// Binds `full` to `handle`. With `KickOld`, an existing session on the same full JID is

@@ -255,6 +255,21 @@ impl Framer {
                 "only UTF-8 is supported",
             ));
         }
+        // Text before the root (an HTTP request on the XMPP port, a confused client) is
+        // refused at once: rxml would buffer it waiting for a '<' until the handshake timeout.
+        let rest = &self.buf[self.pos..];
+        let partial_bom = rest.len() < 3 && [0xEF, 0xBB, 0xBF].starts_with(rest);
+        if let Some(&b) = rest
+            .iter()
+            .find(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            if b != b'<' && !partial_bom {
+                return Err(StreamError::with_text(
+                    Cond::NotWellFormed,
+                    "expected '<' at the start of the stream",
+                ));
+            }
+        }
         Ok(())
     }
 

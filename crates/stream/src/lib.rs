@@ -34,6 +34,9 @@ pub struct XmlStream<T> {
     framer: Framer,
     read_buf: Box<[u8]>,
     write_buf: Vec<u8>,
+    /// How much of `write_buf` has been written: a cancelled [`XmlStream::flush`] resumes
+    /// there instead of writing the start again.
+    written: usize,
     /// Total bytes received, for rate limits and metrics.
     bytes_in: u64,
 }
@@ -46,6 +49,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             framer: Framer::new(limits),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             write_buf: Vec::with_capacity(4096),
+            written: 0,
             bytes_in: 0,
         }
     }
@@ -82,11 +86,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
         !self.write_buf.is_empty()
     }
 
-    /// Writes and flushes everything queued.
+    /// Writes and flushes everything queued. Cancel-safe: a flush abandoned while the peer
+    /// is not reading (a slow consumer raced against its close signal) leaves the unwritten
+    /// rest queued, and the next flush continues exactly where it stopped.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.write_buf.is_empty() {
-            self.io.write_all(&self.write_buf).await?;
+            while self.written < self.write_buf.len() {
+                let n = self.io.write(&self.write_buf[self.written..]).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                self.written += n;
+            }
             self.write_buf.clear();
+            self.written = 0;
             if self.write_buf.capacity() > 64 * 1024 {
                 self.write_buf.shrink_to(4096);
             }
@@ -129,5 +142,37 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.io.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A flush abandoned half-way (the peer stopped reading) resumes where it stopped: every
+    /// byte arrives exactly once.
+    #[tokio::test]
+    async fn an_abandoned_flush_resumes_without_repeating_bytes() {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        let payload: String = (0..2000).map(|i| format!("<m{}/>", i % 10)).collect();
+        stream.queue_raw(&payload);
+        let abandoned =
+            tokio::time::timeout(std::time::Duration::from_millis(20), stream.flush()).await;
+        assert!(
+            abandoned.is_err(),
+            "the duplex buffer is smaller than the payload"
+        );
+        stream.queue_raw("<end/>");
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            theirs.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        stream.shutdown().await;
+        drop(stream);
+        let got = reader.await.unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), format!("{payload}<end/>"));
     }
 }

@@ -234,6 +234,27 @@ fn utf8_bom_is_skipped() {
 }
 
 #[test]
+fn text_before_the_root_fails_at_once() {
+    // Without a '<' the parser would wait for more input until the handshake timeout.
+    for input in ["GET / HTTP/1.1\r\n\r\n", "hello", "  \r\n x"] {
+        let mut f = Framer::new(Limits::default());
+        f.feed(input.as_bytes());
+        let err = f.next_event().unwrap_err();
+        assert_eq!(
+            err.condition,
+            StreamErrorCondition::NotWellFormed,
+            "{input:?}"
+        );
+    }
+    // Whitespace alone, or the first byte of a BOM, is not a verdict yet.
+    for input in [&b" \r\n"[..], b"\xEF"] {
+        let mut f = Framer::new(Limits::default());
+        f.feed(input);
+        assert_eq!(f.next_event(), Ok(None));
+    }
+}
+
+#[test]
 fn stream_restart_via_reset() {
     let mut f = Framer::new(Limits::default());
     let first = in_stream("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
