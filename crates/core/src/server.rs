@@ -7,7 +7,7 @@
 //! stanzas to them bounce with `remote-server-not-found`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use minidom::Element;
 use starling_proto::error::{error_reply, StanzaError, StanzaErrorCondition as Cond};
@@ -34,6 +34,8 @@ pub struct Server {
     /// hook point -> the modules that asked for it, in module order.
     hook_table: HashMap<Hook, Vec<Arc<dyn Module>>>,
     shutdown: CancellationToken,
+    /// This server itself, for modules that start background work ([`Server::arc`]).
+    this: Weak<Server>,
 }
 
 impl Server {
@@ -64,7 +66,8 @@ impl Server {
                 hook_table.entry(h).or_default().push(m.clone());
             }
         }
-        Ok(Arc::new(Server {
+        Ok(Arc::new_cyclic(|this| Server {
+            this: this.clone(),
             hook_table,
             config,
             storage,
@@ -73,6 +76,12 @@ impl Server {
             iq_table,
             shutdown: CancellationToken::new(),
         }))
+    }
+
+    /// A counted reference to this server, for work that outlives a hook call (a module
+    /// spawning a task). `None` only while the server is being dropped.
+    pub fn arc(&self) -> Option<Arc<Server>> {
+        self.this.upgrade()
     }
 
     /// The configuration the server started with.
@@ -163,18 +172,12 @@ impl Server {
     async fn route_iq(&self, iq: Element, to: Jid) {
         let kind = IqType::parse(iq.attr("type"));
         if to.resource().is_some() {
-            match self.router.session(&to) {
-                Some(s) => {
-                    if !self.deliver_to(&s, &to, iq.clone()).await
-                        && matches!(kind, Some(IqType::Get | IqType::Set))
-                    {
-                        self.bounce(&iq, Cond::ServiceUnavailable).await;
-                    }
-                }
-                None if matches!(kind, Some(IqType::Get | IqType::Set)) => {
-                    self.bounce(&iq, Cond::ServiceUnavailable).await
-                }
-                None => {}
+            let delivered = match self.router.session(&to) {
+                Some(s) => self.deliver_to(&s, &to, iq.clone()).await,
+                None => false,
+            };
+            if !delivered && matches!(kind, Some(IqType::Get | IqType::Set)) {
+                self.bounce(&iq, Cond::ServiceUnavailable).await;
             }
             return;
         }

@@ -98,6 +98,13 @@ impl SessionHandle {
         }
     }
 
+    /// How many more stanzas the queue takes right now; lets a producer of many stanzas
+    /// (offline delivery, history replay) pace itself instead of tripping the slow-consumer
+    /// rule.
+    pub fn capacity(&self) -> usize {
+        self.tx.capacity()
+    }
+
     /// Asks the session to end its stream with `reason`. The first reason wins.
     pub fn close(&self, reason: StreamError) {
         let mut slot = self.control.reason.lock();
