@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 use starling::accounts::{self, parse_account};
 use starling_core::Config;
 
+mod client_cli;
+
 #[derive(Parser)]
 #[command(name = "starling", version, about = "Starling XMPP server")]
 struct Cli {
@@ -34,6 +36,9 @@ enum Command {
     Cert(CertCommand),
     /// Validate the configuration and report every problem with its line.
     Check,
+    /// A command-line XMPP client with RFC 3923 end-to-end signing and encryption.
+    #[command(subcommand)]
+    Client(client_cli::ClientCommand),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +123,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Command::Client(cmd) => client_cli::run(cmd).await,
             Command::Check => {
                 // load_config already validated; reaching here means no problem was found.
                 println!(
