@@ -185,3 +185,31 @@ async fn refuse_new_policy_gives_a_conflict_iq_error() {
     let jid = c.bind(Some("laptop")).await;
     assert_eq!(jid.as_str(), "alice@localhost/laptop");
 }
+
+#[tokio::test]
+async fn a_session_taking_over_a_resource_stays_available() {
+    // The replaced session's goodbye (unavailable presence) must not overtake the new
+    // session's presence: bob's message to alice's bare JID reaches the new session.
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("bob", "pw").await;
+    let mut old = server.login("alice", "pw", "phone").await;
+    old.available().await;
+    let mut new = server.login("alice", "pw", "phone").await;
+    new.available().await;
+    old.expect_stream_error("conflict").await;
+    let resources = server
+        .server()
+        .router()
+        .resources(&starling_proto::jid::Jid::parse("alice@localhost").unwrap());
+    assert_eq!(resources.len(), 1);
+    assert!(
+        resources[0].available,
+        "the new session must stay available"
+    );
+    let mut bob = server.login("bob", "pw", "pc").await;
+    bob.send("<message to='alice@localhost' type='chat' id='m1'><body>hi</body></message>")
+        .await;
+    let got = new.recv_until(|e| e.name() == "message").await;
+    assert_eq!(got.attr("id"), Some("m1"));
+}

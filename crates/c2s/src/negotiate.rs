@@ -633,6 +633,16 @@ impl Negotiation {
                         SE::Conflict,
                         "replaced by a new session",
                     ));
+                    // Let the old session broadcast its unavailable presence and hand over its
+                    // queue before this one can send presence, so contacts never see the new
+                    // session's presence overtaken by the old one's goodbye. Bounded: the old
+                    // session does this before it touches its (possibly stuck) socket.
+                    if tokio::time::timeout(Duration::from_secs(5), old.finished())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(jid = %full, "replaced session did not finish in time");
+                    }
                 }
             }
             Err(BindError::Conflict) => {

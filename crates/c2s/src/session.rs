@@ -112,8 +112,33 @@ pub(crate) async fn run(
         }
     };
 
-    // Leave the routing table first so nothing new is queued for us.
+    // Leave the routing table first so nothing new is queued for us, then finish everything
+    // the rest of the server must see (unavailable presence, re-routing of what was still
+    // queued, module events) before touching the socket: a peer that reads slowly must not
+    // delay them, and a session taking over this resource waits for exactly this part.
     server.router().unbind(&jid, handle.id());
+    inbox.rx.close();
+    let mut leftovers = Vec::new();
+    while let Ok(starling_core::Outbound::Stanza(el)) = inbox.rx.try_recv() {
+        leftovers.push(el);
+    }
+    if available {
+        let unavailable = Element::builder("presence", ns::CLIENT)
+            .with_attr("type", "unavailable")
+            .with_attr("from", jid.as_str())
+            .build();
+        server.broadcast_presence(&jid, unavailable).await;
+    }
+    for el in leftovers {
+        // Re-route as if this session had never been there: messages fall back to the bare
+        // JID (other resources or offline storage), IQ requests get an error, and a session
+        // that took over this full JID receives what was addressed to it.
+        server.route(el).await;
+    }
+    server.session_event(SessionEvent::Ended(jid.clone())).await;
+    // Signals `SessionHandle::finished` to a session waiting to take over this resource.
+    drop(inbox);
+
     match &exit {
         Exit::Error(e) => {
             tracing::info!(%peer, %jid, condition = e.condition.name(), text = ?e.text, "closing session with stream error");
@@ -129,27 +154,6 @@ pub(crate) async fn run(
     if !matches!(exit, Exit::Broken) {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
-    // Stanzas still queued for this session bounce back (RFC 6120 §10.5.3 spirit: never
-    // silently lost): messages and get/set IQs get recipient-unavailable... handled by the
-    // router's rules for an offline full JID.
-    inbox.rx.close();
-    let mut leftovers = Vec::new();
-    while let Ok(starling_core::Outbound::Stanza(el)) = inbox.rx.try_recv() {
-        leftovers.push(el);
-    }
-    if available {
-        let unavailable = Element::builder("presence", ns::CLIENT)
-            .with_attr("type", "unavailable")
-            .with_attr("from", jid.as_str())
-            .build();
-        server.broadcast_presence(&jid, unavailable).await;
-    }
-    for el in leftovers {
-        // Re-route as if the resource had never been there: messages fall back to the bare
-        // JID (other resources or offline storage), IQ requests get an error.
-        server.route(el).await;
-    }
-    server.session_event(SessionEvent::Ended(jid)).await;
 }
 
 /// Checks, stamps and routes one inbound stanza. Err = close the stream with that error.

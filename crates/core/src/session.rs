@@ -38,6 +38,8 @@ struct Control {
     close: CancellationToken,
     /// The stream error the session should send when it ends because of `close`.
     reason: Mutex<Option<StreamError>>,
+    /// Cancelled when the session task has finished its cleanup (its inbox was dropped).
+    done: CancellationToken,
 }
 
 /// A cheap, clonable reference to a live session.
@@ -63,6 +65,7 @@ impl SessionHandle {
         let control = Arc::new(Control {
             close: CancellationToken::new(),
             reason: Mutex::new(None),
+            done: CancellationToken::new(),
         });
         (
             SessionHandle {
@@ -115,9 +118,21 @@ impl SessionHandle {
         self.control.close.cancel();
     }
 
+    /// Resolves once the session task has finished (its unavailable presence was broadcast
+    /// and its queue re-routed). Used to make a resource takeover orderly.
+    pub async fn finished(&self) {
+        self.control.done.cancelled().await
+    }
+
     /// Whether the session has been asked to close or has ended.
     pub fn is_closed(&self) -> bool {
         self.control.close.is_cancelled() || self.tx.is_closed()
+    }
+}
+
+impl Drop for SessionInbox {
+    fn drop(&mut self) {
+        self.control.done.cancel();
     }
 }
 
@@ -162,6 +177,22 @@ mod tests {
         assert!(h.is_closed());
         let reason = inbox.close_signal().closed().await;
         assert_eq!(reason.condition, StreamErrorCondition::PolicyViolation);
+    }
+
+    #[tokio::test]
+    async fn finished_resolves_when_the_inbox_is_dropped() {
+        let (h, inbox) = SessionHandle::new(2);
+        let waiter = tokio::spawn({
+            let h = h.clone();
+            async move { h.finished().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(inbox);
+        tokio::time::timeout(std::time::Duration::from_secs(1), waiter)
+            .await
+            .expect("finished() resolves")
+            .unwrap();
     }
 
     #[tokio::test]
