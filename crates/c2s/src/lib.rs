@@ -3,11 +3,13 @@
 //! and then shuttles stanzas between the socket and the router.
 //!
 //! What lives where: [`listener`] accepts and enforces connection caps; [`negotiate`] is the
-//! pre-bind state machine (stream headers, features, STARTTLS, SASL, bind); [`session`] is the
-//! bound session loop (from-stamping, IQ checks, outbound queue, timeouts, shutdown).
+//! pre-bind state machine (stream headers, features, STARTTLS, SASL, bind), calling on
+//! `register` for in-band registration (XEP-0077); [`session`] is the bound session loop
+//! (from-stamping, IQ checks, outbound queue, timeouts, shutdown).
 
 pub mod listener;
 mod negotiate;
+mod register;
 mod session;
 pub mod tls;
 mod transport;

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::register::Registration;
 use crate::tls::TlsSettings;
 
 /// The running listeners: their bound addresses (useful with port 0) and tasks.
@@ -91,6 +92,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
         per_ip: Mutex::new(HashMap::new()),
         max_per_ip: c2s.max_connections_per_ip,
     });
+    let registration = Arc::new(Registration::default());
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
     for l in &server.config().listeners {
@@ -106,6 +108,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
             server.clone(),
             tls.clone(),
             limits.clone(),
+            registration.clone(),
         )));
     }
     Ok(Listeners { addresses, tasks })
@@ -117,6 +120,7 @@ async fn accept_loop(
     server: Arc<Server>,
     tls: TlsSettings,
     limits: Arc<ConnectionLimits>,
+    registration: Arc<Registration>,
 ) {
     let shutdown = server.shutdown_token().clone();
     loop {
@@ -140,8 +144,9 @@ async fn accept_loop(
         };
         let server = server.clone();
         let tls = tls.clone();
+        let registration = registration.clone();
         tokio::spawn(async move {
-            crate::negotiate::run_connection(server, tls, tcp, peer, kind).await;
+            crate::negotiate::run_connection(server, tls, tcp, peer, kind, registration).await;
             drop(slot);
         });
     }

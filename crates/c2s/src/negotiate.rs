@@ -29,6 +29,7 @@ use starling_stream::{ReadError, XmlStream};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::register::{Registration, NS_FEATURE, NS_REGISTER};
 use crate::tls::{channel_bindings, TlsSettings};
 use crate::transport::Transport;
 
@@ -83,6 +84,10 @@ pub(crate) struct Negotiation {
     /// The authenticated bare JID.
     user: Option<Jid>,
     sasl_failures: u32,
+    /// In-band registration state shared by all connections (XEP-0077, [`crate::register`]).
+    registration: Arc<Registration>,
+    /// An account was registered on this stream (one per stream).
+    registered: bool,
 }
 
 pub(crate) async fn run_connection(
@@ -91,6 +96,7 @@ pub(crate) async fn run_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
+    registration: Arc<Registration>,
 ) {
     let c2s = &server.config().c2s;
     let limits = Limits {
@@ -128,6 +134,8 @@ pub(crate) async fn run_connection(
         host: None,
         user: None,
         sasl_failures: 0,
+        registration,
+        registered: false,
     };
     let outcome = tokio::select! {
         r = neg.negotiate() => r,
@@ -221,6 +229,9 @@ impl Negotiation {
                         if let Some(bound) = self.bind(&el).await? {
                             return Ok(bound);
                         }
+                    }
+                    (ns::CLIENT, "iq") if el.get_child("query", NS_REGISTER).is_some() => {
+                        self.register(&el).await?;
                     }
                     (ns::CLIENT, "iq" | "message" | "presence") => {
                         return Err(serr(
@@ -351,6 +362,9 @@ impl Negotiation {
                     out.push_str("</mechanism>");
                 }
                 out.push_str("</mechanisms>");
+                if self.registration_offered() {
+                    out.push_str(&format!("<register xmlns='{NS_FEATURE}'/>"));
+                }
                 if tls {
                     // XEP-0440: which channel-binding types this server supports.
                     out.push_str(concat!(
@@ -376,6 +390,31 @@ impl Negotiation {
         }
         out.push_str("</stream:features>");
         out
+    }
+
+    /// In-band registration is enabled and this stream may authenticate.
+    fn registration_offered(&self) -> bool {
+        let config = self.server.config();
+        config.register.enabled && (self.is_tls() || !config.c2s.require_tls)
+    }
+
+    /// Answers a `jabber:iq:register` IQ before authentication ([`crate::register`]).
+    async fn register(&mut self, iq: &Element) -> Result<(), End> {
+        let offered = self.registration_offered();
+        let host = self.host.clone().unwrap_or_default();
+        let server = self.server.clone();
+        let registration = self.registration.clone();
+        let request = crate::register::Request {
+            server: &server,
+            peer: self.peer.ip(),
+            host: &host,
+            offered,
+            registered: &mut self.registered,
+        };
+        let reply = registration.handle(request, iq).await;
+        let s = self.stream();
+        s.queue(&reply);
+        s.flush().await.map_err(|_| End::Broken)
     }
 
     async fn starttls(&mut self) -> Result<(), End> {

@@ -29,6 +29,17 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Message archive (XEP-0313) settings.
+    pub mam: MamConfig,
+    /// In-band registration (XEP-0077), off by default.
+    pub register: RegisterConfig,
+    /// Per-user storage limits of the IM modules.
+    pub limits: LimitsConfig,
+    /// Personal eventing (XEP-0163) limits.
+    pub pep: PepConfig,
+    /// STUN/TURN services offered through external service discovery (XEP-0215).
+    #[serde(rename = "external_service")]
+    pub external_services: Vec<ExternalService>,
 }
 
 impl Default for Config {
@@ -49,6 +60,11 @@ impl Default for Config {
             c2s: C2sConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            mam: MamConfig::default(),
+            register: RegisterConfig::default(),
+            limits: LimitsConfig::default(),
+            pep: PepConfig::default(),
+            external_services: Vec::new(),
         }
     }
 }
@@ -192,6 +208,131 @@ impl Default for LogConfig {
             level: "info".to_owned(),
         }
     }
+}
+
+/// `[register]`: in-band account creation before authentication (XEP-0077 §3.1). Password
+/// changes and account removal by authenticated users do not depend on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegisterConfig {
+    /// Offer and accept in-band registration (DESIGN "Security defaults": off).
+    pub enabled: bool,
+    /// Who may register: `allow` (anyone) or `invite-token` (only with one of `tokens`).
+    pub policy: RegisterPolicy,
+    /// Invite tokens accepted under `policy = "invite-token"`. Each may be used any number of
+    /// times (the per-IP throttle still applies); remove a token to revoke it.
+    pub tokens: Vec<String>,
+    /// Registration attempts (successful or not) accepted from one IP address (one /64 for
+    /// IPv6) per sliding hour; beyond it requests get `resource-constraint`.
+    pub max_per_ip_per_hour: u32,
+}
+
+impl Default for RegisterConfig {
+    fn default() -> Self {
+        RegisterConfig {
+            enabled: false,
+            policy: RegisterPolicy::Allow,
+            tokens: Vec::new(),
+            max_per_ip_per_hour: 5,
+        }
+    }
+}
+
+/// Registration policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegisterPolicy {
+    /// Anyone may create an account.
+    Allow,
+    /// Only clients presenting one of the configured invite tokens.
+    InviteToken,
+}
+
+/// `[limits]`: what one user may store (DESIGN principle 3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most items on one roster; a roster set or subscription request beyond it is refused.
+    pub roster_max_items: usize,
+    /// Most offline messages kept for one user; beyond it senders get `service-unavailable`.
+    pub offline_quota: u64,
+    /// Largest vCard (XEP-0054) accepted, serialised, in bytes.
+    pub vcard_max_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            roster_max_items: 1000,
+            offline_quota: 1000,
+            vcard_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[pep]`: what one account's personal eventing service (XEP-0163) may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Most nodes one account may have; publishing to a new node beyond it is refused.
+    pub max_nodes: usize,
+    /// Most items one node keeps: what `pubsub#max_items = "max"` means, and the cap on any
+    /// configured value.
+    pub max_items: usize,
+    /// Largest item payload accepted, serialised, in bytes (`payload-too-big` beyond it).
+    pub max_item_bytes: usize,
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            max_nodes: 256,
+            max_items: 1000,
+            max_item_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// One `[[external_service]]` table: a STUN or TURN server announced to clients through
+/// external service discovery (XEP-0215).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalService {
+    /// `stun`, `turn` or `turns` (XEP-0215 §7 registry; other registered types pass through).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Host name or IP address clients connect to.
+    pub host: String,
+    /// Port; absent means the protocol's default.
+    pub port: Option<u16>,
+    /// `udp` or `tcp`; absent means both or the protocol's default.
+    pub transport: Option<String>,
+    /// A human-readable name.
+    pub name: Option<String>,
+    /// Static credentials, given to every authenticated user (`password` with it).
+    pub username: Option<String>,
+    /// Static password for `username`.
+    pub password: Option<String>,
+    /// Shared secret with the TURN server: each request gets time-limited credentials
+    /// (username `expiry:user`, password base64(HMAC-SHA1(secret, username)), the TURN REST
+    /// API draft); excludes `username`/`password`.
+    pub secret: Option<String>,
+    /// Lifetime of credentials made from `secret`, in seconds.
+    #[serde(default = "default_credential_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_credential_ttl() -> u64 {
+    86_400
+}
+
+/// `[mam]`: the per-user message archive (XEP-0313).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MamConfig {
+    /// Days an archived message is kept; older ones are deleted (oldest first, so the archive
+    /// never has holes, XEP-0313 §3.2). 0 keeps messages until the user deletes the account.
+    pub retention_days: u32,
 }
 
 /// One problem found in a configuration file.
@@ -367,11 +508,111 @@ impl Config {
                 );
             }
         }
+        let reg = &self.register;
+        if reg.policy == RegisterPolicy::InviteToken
+            && (reg.tokens.is_empty() || reg.tokens.iter().any(|t| t.trim().is_empty()))
+        {
+            problem(
+                "tokens",
+                "register.policy = \"invite-token\" needs a non-empty list of non-empty tokens"
+                    .into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&reg.max_per_ip_per_hour) {
+            problem(
+                "max_per_ip_per_hour",
+                format!(
+                    "register.max_per_ip_per_hour = {} is out of range (1..=1000000)",
+                    reg.max_per_ip_per_hour
+                ),
+            );
+        }
+        let lim = &self.limits;
+        let user_limits = [
+            (
+                "roster_max_items",
+                lim.roster_max_items as u64,
+                1,
+                1_000_000,
+            ),
+            ("offline_quota", lim.offline_quota, 0, 1_000_000),
+            (
+                "vcard_max_bytes",
+                lim.vcard_max_bytes as u64,
+                1024,
+                16 * 1024 * 1024,
+            ),
+        ];
+        for (key, value, min, max) in user_limits {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("limits.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
+        let pep = &self.pep;
+        for (key, value, min, max) in [
+            ("max_nodes", pep.max_nodes, 1, 100_000),
+            ("max_items", pep.max_items, 1, 100_000),
+            ("max_item_bytes", pep.max_item_bytes, 1024, 16 * 1024 * 1024),
+        ] {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("pep.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
+        for svc in &self.external_services {
+            if svc.kind.trim().is_empty() || svc.host.trim().is_empty() {
+                problem(
+                    "host",
+                    "external_service needs a non-empty type and host".into(),
+                );
+            }
+            if svc.username.is_some() != svc.password.is_some() {
+                problem(
+                    "username",
+                    format!(
+                        "external_service {}: username and password go together",
+                        svc.host
+                    ),
+                );
+            }
+            if svc.secret.is_some() && svc.username.is_some() {
+                problem(
+                    "secret",
+                    format!(
+                        "external_service {}: use either secret or username/password",
+                        svc.host
+                    ),
+                );
+            }
+            if svc.secret.as_deref().is_some_and(str::is_empty) || svc.ttl_secs == 0 {
+                problem(
+                    "secret",
+                    format!(
+                        "external_service {}: secret must not be empty, ttl_secs at least 1",
+                        svc.host
+                    ),
+                );
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for l in &self.listeners {
             if !seen.insert(l.address) {
                 problem("address", format!("two listeners bind {}", l.address));
             }
+        }
+        if self.mam.retention_days > 36_500 {
+            problem(
+                "retention_days",
+                format!(
+                    "mam.retention_days = {} is out of range (0..=36500)",
+                    self.mam.retention_days
+                ),
+            );
         }
         problems
     }
@@ -437,6 +678,38 @@ mod tests {
         let bad = Config::from_toml("[[listener]]\nkind = \"smtp\"\naddress = \"127.0.0.1:1\"\n")
             .unwrap_err();
         assert_eq!(bad[0].line, Some(2), "{bad:?}");
+    }
+
+    #[test]
+    fn register_and_limits_sections() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.register.enabled);
+        assert_eq!(c.register.policy, RegisterPolicy::Allow);
+        assert_eq!(c.register.max_per_ip_per_hour, 5);
+        assert_eq!(c.limits.roster_max_items, 1000);
+        assert_eq!(c.limits.offline_quota, 1000);
+        assert_eq!(c.limits.vcard_max_bytes, 65536);
+        let text = "[register]\nenabled = true\npolicy = \"invite-token\"\ntokens = [\"a\"]\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.register.policy, RegisterPolicy::InviteToken);
+        let bad = "[register]\npolicy = \"invite-token\"\n\n[limits]\nvcard_max_bytes = 1\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[1].line, Some(5), "{problems:?}");
+    }
+
+    #[test]
+    fn pep_and_external_services() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.pep.max_item_bytes, 65536);
+        assert!(c.external_services.is_empty());
+        let text = "[[external_service]]\ntype = \"turn\"\nhost = \"turn.example.org\"\nport = 3478\ntransport = \"udp\"\nsecret = \"s3cret\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.external_services[0].port, Some(3478));
+        assert_eq!(c.external_services[0].ttl_secs, 86_400);
+        let bad = "[pep]\nmax_nodes = 0\n[[external_service]]\ntype = \"turn\"\nhost = \"t\"\nusername = \"u\"\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

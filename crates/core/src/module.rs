@@ -73,6 +73,25 @@ pub enum Hook {
     /// session is given in [`HookContext::session`]): per-resource filters such as privacy
     /// lists and client state indication.
     Delivery,
+    /// An IQ `result` or `error` addressed to one of our domains or to a local bare JID: the
+    /// answer to a request a module sent on the server's or an account's behalf (PEP's
+    /// disco#info query for entity capabilities). Unclaimed, it is dropped.
+    IqResponse,
+    /// Editing point (see [`Module::edit_stanza`]): a stanza sent by a local client after
+    /// every [`Hook::Outbound`] module passed it, just before it is routed. Edits apply to
+    /// what is routed: the sender's archive, copies to the sender's other resources, and ids
+    /// that must not leave the sender's trust boundary.
+    Sent,
+    /// Editing point (see [`Module::edit_stanza`]): a message accepted for a local account,
+    /// after the [`Hook::Account`] modules passed it (or addressed to a bound full JID, which
+    /// does not cross [`Hook::Account`]), before it is delivered or handed to
+    /// [`Hook::Undeliverable`]. Edits apply to every copy delivered or stored: the
+    /// recipient's archive and its ids.
+    Accepted,
+    /// A message to a local account after delivery to its sessions was attempted; the sessions
+    /// that queued it are in [`HookContext::delivered`] (possibly none, before
+    /// [`Hook::Undeliverable`] runs): copies to the account's other sessions.
+    Delivered,
 }
 
 /// Extra facts passed to [`Module::on_stanza`].
@@ -83,6 +102,8 @@ pub struct HookContext<'a> {
     pub initial: bool,
     /// For [`Hook::Delivery`]: the full JID of the session about to receive the stanza.
     pub session: Option<&'a Jid>,
+    /// For [`Hook::Delivered`]: the sessions that queued the message.
+    pub delivered: &'a [Jid],
 }
 
 /// One feature of the server.
@@ -93,6 +114,12 @@ pub trait Module: Send + Sync + 'static {
 
     /// Features this module adds to the server's disco#info (XEP-0030).
     fn disco_features(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// Features this module adds to the disco#info of every account's bare JID, answered by
+    /// the server on the account's behalf (XEP-0030 §3.1, RFC 6120 §10.5.3.1).
+    fn account_disco_features(&self) -> Vec<&'static str> {
         Vec::new()
     }
 
@@ -113,6 +140,15 @@ pub trait Module: Send + Sync + 'static {
         ))
     }
 
+    /// Contributes to the disco answer for an account's bare JID (XEP-0030), given the
+    /// request (`disco#info` or `disco#items`, with or without a `node`). `None`: nothing to
+    /// add. Without a `node`, every module's elements (identities, features, items) are
+    /// added to the account's answer; with one, the first module returning `Some` gives the
+    /// whole answer, and none gives `item-not-found`.
+    async fn account_disco(&self, _server: &Server, _iq: &IqRequest<'_>) -> Option<Vec<Element>> {
+        None
+    }
+
     /// The hook points this module wants to see (see [`Hook`]).
     fn hooks(&self) -> Vec<Hook> {
         Vec::new()
@@ -125,6 +161,20 @@ pub trait Module: Send + Sync + 'static {
         &self,
         _server: &Server,
         _stanza: &Element,
+        _hook: Hook,
+        _ctx: HookContext<'_>,
+    ) -> Outcome {
+        Outcome::Pass
+    }
+
+    /// Edits a stanza at one of the editing points ([`Hook::Sent`], [`Hook::Accepted`]) listed
+    /// in [`Module::hooks`]; the server calls this instead of [`Module::on_stanza`] there.
+    /// Modules run in module order, each seeing the edits of those before it. Returning
+    /// [`Outcome::Handled`] stops routing (the module dropped or answered the stanza).
+    async fn edit_stanza(
+        &self,
+        _server: &Server,
+        _stanza: &mut Element,
         _hook: Hook,
         _ctx: HookContext<'_>,
     ) -> Outcome {

@@ -121,6 +121,18 @@ impl Server {
         f
     }
 
+    /// Every account disco feature of the enabled modules, sorted and deduplicated.
+    pub fn account_disco_features(&self) -> Vec<&'static str> {
+        let mut f: Vec<_> = self
+            .modules
+            .iter()
+            .flat_map(|m| m.account_disco_features())
+            .collect();
+        f.sort_unstable();
+        f.dedup();
+        f
+    }
+
     /// Stream features offered to a bound client.
     pub fn stream_features(&self) -> Vec<Element> {
         self.modules
@@ -183,8 +195,12 @@ impl Server {
         }
         let kind = match kind {
             Some(k @ (IqType::Get | IqType::Set)) => k,
-            // Results and errors to the server or a bare JID answer nothing we asked: drop.
-            _ => return,
+            // Results and errors to the server or a bare JID answer a request a module sent
+            // (or nothing we asked: dropped).
+            _ => {
+                self.hooks(&iq, Hook::IqResponse).await;
+                return;
+            }
         };
         if let Some(node) = to.node() {
             // IQ to an account's bare JID is served by the server on the account's behalf
@@ -262,6 +278,53 @@ impl Server {
         Outcome::Pass
     }
 
+    /// Runs the modules registered for the editing point `hook` ([`Hook::Sent`],
+    /// [`Hook::Accepted`]) until one handles the stanza; each sees the edits before it.
+    pub async fn run_edit_hooks(
+        &self,
+        stanza: &mut Element,
+        hook: Hook,
+        ctx: HookContext<'_>,
+    ) -> Outcome {
+        let Some(list) = self.hook_table.get(&hook) else {
+            return Outcome::Pass;
+        };
+        for m in list {
+            if m.edit_stanza(self, stanza, hook, ctx).await == Outcome::Handled {
+                return Outcome::Handled;
+            }
+        }
+        Outcome::Pass
+    }
+
+    /// Edits a message accepted for an account ([`Hook::Accepted`]). `Some(original)` when a
+    /// module may have edited it, so that an error bounced to the sender carries what the
+    /// sender sent (not, say, the recipient's archive id); `Err(())` when a module took it.
+    async fn accept(&self, msg: &mut Element) -> Result<Option<Element>, ()> {
+        if !self.hook_table.contains_key(&Hook::Accepted) {
+            return Ok(None);
+        }
+        let original = msg.clone();
+        match self
+            .run_edit_hooks(msg, Hook::Accepted, HookContext::default())
+            .await
+        {
+            Outcome::Handled => Err(()),
+            Outcome::Pass => Ok(Some(original)),
+        }
+    }
+
+    /// Tells the [`Hook::Delivered`] modules which sessions queued `msg`.
+    async fn delivered(&self, msg: &Element, sessions: &[Jid]) {
+        if self.hook_table.contains_key(&Hook::Delivered) {
+            let ctx = HookContext {
+                delivered: sessions,
+                ..HookContext::default()
+            };
+            self.run_hooks(msg, Hook::Delivered, ctx).await;
+        }
+    }
+
     async fn hooks(&self, stanza: &Element, hook: Hook) -> Outcome {
         self.run_hooks(stanza, hook, HookContext::default()).await
     }
@@ -271,8 +334,8 @@ impl Server {
     pub async fn deliver_to(&self, session: &SessionHandle, full: &Jid, stanza: Element) -> bool {
         if self.hook_table.contains_key(&Hook::Delivery) {
             let ctx = HookContext {
-                initial: false,
                 session: Some(full),
+                ..HookContext::default()
             };
             if self.run_hooks(&stanza, Hook::Delivery, ctx).await == Outcome::Handled {
                 return false;
@@ -281,9 +344,18 @@ impl Server {
         session.deliver(stanza).is_ok()
     }
 
-    /// Routes a stanza sent by a local client: [`Hook::Outbound`] first, then [`Server::route`].
-    pub async fn route_from_client(&self, stanza: Element) {
+    /// Routes a stanza sent by a local client: [`Hook::Outbound`] first, then the
+    /// [`Hook::Sent`] edits, then [`Server::route`].
+    pub async fn route_from_client(&self, mut stanza: Element) {
         if self.hooks(&stanza, Hook::Outbound).await == Outcome::Handled {
+            return;
+        }
+        if self.hook_table.contains_key(&Hook::Sent)
+            && self
+                .run_edit_hooks(&mut stanza, Hook::Sent, HookContext::default())
+                .await
+                == Outcome::Handled
+        {
             return;
         }
         self.route(stanza).await;
@@ -301,7 +373,15 @@ impl Server {
     }
 
     async fn route_message(&self, msg: Element, to: Jid) {
-        let mtype = msg.attr("type").unwrap_or("normal");
+        // 'static so that `msg` can be edited below; an unknown type matches no rule.
+        let mtype = match msg.attr("type") {
+            None | Some("normal") => "normal",
+            Some("chat") => "chat",
+            Some("error") => "error",
+            Some("groupchat") => "groupchat",
+            Some("headline") => "headline",
+            Some(_) => "unknown",
+        };
         if to.node().is_none() {
             // To the server itself (RFC 6121 §8.5.1 for the domain): modules may take it.
             if self.hooks(&msg, Hook::Server).await == Outcome::Pass
@@ -313,8 +393,16 @@ impl Server {
         }
         if to.resource().is_some() {
             if let Some(session) = self.router.session(&to) {
-                if !self.deliver_to(&session, &to, msg.clone()).await && mtype != "error" {
-                    self.bounce(&msg, Cond::ServiceUnavailable).await;
+                let mut msg = msg;
+                let Ok(original) = self.accept(&mut msg).await else {
+                    return;
+                };
+                let ok = self.deliver_to(&session, &to, msg.clone()).await;
+                let sessions = if ok { std::slice::from_ref(&to) } else { &[] };
+                self.delivered(&msg, sessions).await;
+                if !ok && mtype != "error" {
+                    self.bounce(original.as_ref().unwrap_or(&msg), Cond::ServiceUnavailable)
+                        .await;
                 }
                 return;
             }
@@ -347,6 +435,10 @@ impl Server {
             self.bounce(&msg, Cond::ServiceUnavailable).await;
             return;
         }
+        let mut msg = msg;
+        let Ok(original) = self.accept(&mut msg).await else {
+            return;
+        };
         let targets = self.router.with_resources(&bare, |list| {
             let eligible = list.iter().filter(|r| r.available && r.priority >= 0);
             if mtype == "headline" {
@@ -371,11 +463,14 @@ impl Server {
                 }
             }
         });
-        let mut delivered = false;
-        for (handle, full) in &targets {
-            delivered |= self.deliver_to(handle, full, msg.clone()).await;
+        let mut delivered = Vec::new();
+        for (handle, full) in targets {
+            if self.deliver_to(&handle, &full, msg.clone()).await {
+                delivered.push(full);
+            }
         }
-        if delivered {
+        self.delivered(&msg, &delivered).await;
+        if !delivered.is_empty() {
             return;
         }
         // §8.5.2.2: no available resource. Offline storage hooks in here.
@@ -383,7 +478,8 @@ impl Server {
             return;
         }
         if matches!(mtype, "normal" | "chat") {
-            self.bounce(&msg, Cond::ServiceUnavailable).await;
+            self.bounce(original.as_ref().unwrap_or(&msg), Cond::ServiceUnavailable)
+                .await;
         }
     }
 
@@ -430,7 +526,7 @@ impl Server {
         }
         let ctx = HookContext {
             initial,
-            session: None,
+            ..HookContext::default()
         };
         self.run_hooks(&pres, Hook::Broadcast, ctx).await;
     }

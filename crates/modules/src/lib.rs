@@ -3,23 +3,34 @@
 
 use std::sync::Arc;
 
-use starling_core::Module;
+use starling_core::{Config, Module};
 
+pub mod caps;
+pub mod carbons;
 pub mod disco;
+pub mod extdisco;
 pub mod last;
+pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod privacy;
+pub mod register;
 pub mod roster;
+pub mod stanza_id;
 pub mod time;
 pub mod vcard;
 pub mod version;
 
-/// The modules enabled by default, in hook order.
-pub fn default_modules() -> Vec<Arc<dyn Module>> {
-    let (roster, presence) = roster::roster_and_presence(Default::default());
-    vec![
+/// The modules enabled by default, in hook order, with the limits of `config.limits`.
+pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
+    let limits = &config.limits;
+    let (roster, presence) = roster::roster_and_presence(roster::store::RosterLimits {
+        max_items: limits.roster_max_items,
+        ..Default::default()
+    });
+    let mut modules: Vec<Arc<dyn Module>> = vec![
         // Privacy lists supersede every other delivery rule (XEP-0016 §2.2 rule 4): first.
         Arc::new(privacy::Privacy::default()),
         Arc::new(disco::Disco),
@@ -27,9 +38,25 @@ pub fn default_modules() -> Vec<Arc<dyn Module>> {
         Arc::new(version::Version),
         roster,
         presence,
-        Arc::new(offline::Offline::default()),
+        // After privacy (denied stanzas are neither archived nor copied); the archive before
+        // carbons (so `<sent/>` copies carry the archive id); both before offline storage (so
+        // stored messages carry it too).
+        Arc::new(mam::Mam::new(&config.mam)),
+        Arc::new(carbons::Carbons::new()),
+        Arc::new(offline::Offline::new(limits.offline_quota)),
         Arc::new(time::EntityTime),
-        Arc::new(vcard::VCard),
+        Arc::new(vcard::VCard::new(limits.vcard_max_bytes)),
         Arc::new(last::LastActivity::default()),
-    ]
+        Arc::new(register::Register),
+        // After presence: sees the presence broadcast it learns entity capabilities from.
+        Arc::new(pep::Pep::default()),
+        Arc::new(extdisco::ExternalServices),
+        // After the archive and carbons: removes the sender's archive id before a message
+        // leaves (XEP-0313 §3.5).
+        Arc::new(stanza_id::StanzaIds),
+    ];
+    // Last: its `ver` hashes the features of every module above.
+    let caps = caps::Caps::for_modules(&modules);
+    modules.push(Arc::new(caps));
+    modules
 }

@@ -5,7 +5,8 @@
 //!   `item-not-found` when there is none (§3.1 lets the server choose that error).
 //! - Set, own only: another user's bare JID is `forbidden` (§3.2). The whole vCard replaces
 //!   the stored one (no partial updates, §3.2); an empty `<vCard/>` deletes it.
-//! - Size: at most [`MAX_VCARD_BYTES`] serialised, else `not-acceptable` (DESIGN principle 3).
+//! - Size: at most `limits.vcard_max_bytes` serialised (default [`MAX_VCARD_BYTES`]), else
+//!   `not-acceptable` (DESIGN principle 3).
 //!
 //! Stored in the key-value store `vcard` as the serialised element. Not here: vCard-based
 //! avatars (XEP-0153 presence hashes) and vCard4 over PEP (XEP-0292).
@@ -22,11 +23,27 @@ use starling_proto::writer;
 pub const NS_VCARD: &str = "vcard-temp";
 /// The key-value store holding each user's vCard.
 const STORE: &str = "vcard";
-/// Largest vCard accepted, serialised: room for a modest embedded photo.
+/// Default largest vCard accepted, serialised: room for a modest embedded photo.
 pub const MAX_VCARD_BYTES: usize = 64 * 1024;
 
 /// The vCard module.
-pub struct VCard;
+pub struct VCard {
+    /// Largest vCard accepted, serialised, in bytes.
+    max_bytes: usize,
+}
+
+impl Default for VCard {
+    fn default() -> Self {
+        VCard::new(MAX_VCARD_BYTES)
+    }
+}
+
+impl VCard {
+    /// A vCard module accepting vCards of at most `max_bytes` serialised.
+    pub fn new(max_bytes: usize) -> VCard {
+        VCard { max_bytes }
+    }
+}
 
 fn internal(e: starling_storage::StorageError) -> StanzaError {
     tracing::error!(error = %e, "vcard storage error");
@@ -82,10 +99,10 @@ impl Module for VCard {
                 }
                 let mut bytes = Vec::new();
                 writer::write_element(iq.payload, &mut bytes);
-                if bytes.len() > MAX_VCARD_BYTES {
+                if bytes.len() > self.max_bytes {
                     return Err(StanzaError::with_text(
                         Cond::NotAcceptable,
-                        format!("vCard larger than {MAX_VCARD_BYTES} bytes"),
+                        format!("vCard larger than {} bytes", self.max_bytes),
                     ));
                 }
                 storage

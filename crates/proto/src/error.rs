@@ -355,6 +355,9 @@ pub struct StanzaError {
     pub text: Option<String>,
     /// The entity that generated the error, when not the addressee (§8.3.2 `by`).
     pub by: Option<String>,
+    /// An application-specific condition (§8.3.4), e.g. XEP-0060's
+    /// `<precondition-not-met xmlns='http://jabber.org/protocol/pubsub#errors'/>`.
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -365,6 +368,15 @@ impl StanzaError {
             condition,
             text: None,
             by: None,
+            app: None,
+        }
+    }
+
+    /// An error with an application-specific condition element (§8.3.4).
+    pub fn with_app(condition: StanzaErrorCondition, app: Element) -> StanzaError {
+        StanzaError {
+            app: Some(Box::new(app)),
+            ..StanzaError::new(condition)
         }
     }
 
@@ -399,6 +411,9 @@ impl StanzaError {
         if let Some(t) = &self.text {
             el.append_child(text_element(ns::STANZA_ERRORS, t));
         }
+        if let Some(app) = &self.app {
+            el.append_child((**app).clone());
+        }
         el
     }
 
@@ -413,6 +428,10 @@ impl StanzaError {
         };
         let mut condition = None;
         let mut text = None;
+        let app = err
+            .children()
+            .find(|c| !c.has_ns(ns::STANZA_ERRORS))
+            .map(|c| Box::new(c.clone()));
         for child in err.children().filter(|c| c.has_ns(ns::STANZA_ERRORS)) {
             if child.name() == "text" {
                 text = Some(child.text());
@@ -433,6 +452,7 @@ impl StanzaError {
             condition,
             text,
             by: err.attr("by").map(str::to_owned),
+            app,
         })
     }
 }
@@ -595,9 +615,28 @@ mod tests {
     }
 
     #[test]
+    fn application_condition_round_trips() {
+        let app = Element::bare(
+            "precondition-not-met",
+            "http://jabber.org/protocol/pubsub#errors",
+        );
+        let err = StanzaError::with_app(StanzaErrorCondition::Conflict, app.clone());
+        let el = err.to_element();
+        assert_eq!(el.children().last(), Some(&app));
+        let back = StanzaError::parse(&el).unwrap();
+        assert_eq!(back, err);
+        assert_eq!(
+            StanzaError::parse(&StanzaError::new(StanzaErrorCondition::Conflict).to_element())
+                .unwrap()
+                .app,
+            None
+        );
+    }
+
+    #[test]
     fn sizes() {
         // Errors travel by value through Results on the hot path: keep them a few words.
         assert!(std::mem::size_of::<StreamError>() <= 56);
-        assert!(std::mem::size_of::<StanzaError>() <= 88);
+        assert!(std::mem::size_of::<StanzaError>() <= 96);
     }
 }

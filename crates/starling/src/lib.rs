@@ -78,12 +78,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls =
         TlsSettings::from_pem_files(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
     let storage = starling_storage::open(&config.storage_url()).await?;
-    let server = Server::new(
-        Arc::new(config),
-        storage,
-        starling_modules::default_modules(),
-    )
-    .map_err(StartError::Modules)?;
+    let modules = starling_modules::default_modules(&config);
+    let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
     Ok(Running { server, listeners })
 }
