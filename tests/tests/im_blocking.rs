@@ -442,3 +442,45 @@ async fn the_blocklist_is_the_default_privacy_list_and_persists() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn a_blocked_contact_cannot_query_the_account_through_the_server() {
+    // IQs the server answers on the user's behalf (vCard at the bare JID) obey the block too.
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw").await;
+    server.add_user("carol", "pw").await;
+    let mut alice = server.login("alice", "pw", "desk").await;
+    let mut carol = server.login("carol", "pw", "pc").await;
+    alice
+        .send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Alice</FN></vCard></iq>")
+        .await;
+    alice.recv_until(|e| e.attr("id") == Some("v1")).await;
+    let before = iq(
+        &mut carol,
+        "q1",
+        "<iq type='get' id='q1' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(before.attr("type"), Some("result"), "{before:?}");
+    let blocked = iq(
+        &mut alice,
+        "b1",
+        &format!("<iq type='set' id='b1'><block xmlns='{BLOCKING}'><item jid='carol@localhost'/></block></iq>"),
+    )
+    .await;
+    assert_eq!(blocked.attr("type"), Some("result"), "{blocked:?}");
+    let after = iq(
+        &mut carol,
+        "q2",
+        "<iq type='get' id='q2' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>",
+    )
+    .await;
+    assert_eq!(after.attr("type"), Some("error"), "{after:?}");
+    assert_eq!(
+        stanza_error_condition(&after).as_deref(),
+        Some("service-unavailable")
+    );
+    assert!(after
+        .get_child("vCard", "vcard-temp")
+        .map_or(true, |v| v.children().next().is_none()));
+}

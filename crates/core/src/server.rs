@@ -217,6 +217,11 @@ impl Server {
                     return;
                 }
             }
+            // The account's inbound rules (privacy lists, blocking) see IQs the server answers
+            // on its behalf too, so a blocked contact cannot read its vCard or PEP nodes.
+            if self.hooks(&iq, Hook::Account).await == Outcome::Handled {
+                return;
+            }
         }
         let Some(payload) = iq.children().next() else {
             self.bounce(&iq, Cond::BadRequest).await;

@@ -28,9 +28,10 @@
 //!   it gets the current presence; the user's sessions get `unavailable` from contacts they
 //!   stop hearing, and probe those they hear again.
 //!
-//! What it does not: IQs addressed to the account's bare JID are answered by the server's
-//! modules without crossing a hook, so `<iq/>` items do not stop those (they stop IQs to the
-//! user's resources); directed presence (§4.6 of RFC 6121) is not revisited when a list
+//! IQ get/set addressed to the account's bare JID (vCard, PEP ...) cross [`Hook::Account`]
+//! before the server answers them, so `<iq/>` items and blocks stop those too.
+//!
+//! What it does not: directed presence (§4.6 of RFC 6121) is not revisited when a list
 //! changes. Lists naming groups or subscriptions read the roster from storage per stanza.
 
 pub mod rules;
@@ -455,7 +456,14 @@ impl Privacy {
             }
         }
         if denied {
-            if stanza.name() == "message" && stanza.attr("type") != Some("error") {
+            // Messages and IQ requests bounce (XEP-0016 §2.10, XEP-0191 §3.3:
+            // service-unavailable, as if the user did not exist); presence vanishes.
+            let bounces = match stanza.name() {
+                "message" => stanza.attr("type") != Some("error"),
+                "iq" => matches!(stanza.attr("type"), Some("get" | "set")),
+                _ => false,
+            };
+            if bounces {
                 server.bounce(stanza, Cond::ServiceUnavailable).await;
             }
             return Some(Outcome::Handled);
