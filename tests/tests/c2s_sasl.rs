@@ -459,3 +459,42 @@ async fn a_second_auth_after_success_is_refused() {
     .await;
     c.expect_stream_error("policy-violation").await;
 }
+
+/// The salt the server offers in SCRAM-SHA-256 for `user` (the server-first message's `s=`).
+async fn offered_salt(server: &TestServer, user: &str) -> String {
+    let (mut c, _) = tls_conn(server).await;
+    let mut client = ScramClient::new(ScramHash::Sha256, user, "whatever", None, true);
+    let first = b64(&client.client_first());
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>"
+    ))
+    .await;
+    let challenge = c.recv().await;
+    assert_eq!(challenge.name(), "challenge", "{challenge:?}");
+    let text = String::from_utf8(unb64(&challenge.text())).unwrap();
+    text.split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .expect("server-first has a salt")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn unknown_users_get_fake_salts_that_survive_a_restart() {
+    // A salt that changed at every restart would tell an observer the account does not
+    // exist (real accounts keep theirs); the fake salts are keyed by a persistent secret.
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("data");
+    let mut first = TestServer::start_with(|c| c.server.data_dir = dir.clone()).await;
+    first.add_user("alice", "pw").await;
+    let ghost_before = offered_salt(&first, "ghost").await;
+    let alice_before = offered_salt(&first, "alice").await;
+    assert_eq!(offered_salt(&first, "ghost").await, ghost_before);
+    assert_ne!(offered_salt(&first, "phantom").await, ghost_before);
+    first.stop().await;
+    let second = TestServer::start_with(|c| c.server.data_dir = dir.clone()).await;
+    assert_eq!(offered_salt(&second, "ghost").await, ghost_before);
+    assert_eq!(offered_salt(&second, "alice").await, alice_before);
+    // Another installation has another secret.
+    let other = TestServer::start().await;
+    assert_ne!(offered_salt(&other, "ghost").await, ghost_before);
+}

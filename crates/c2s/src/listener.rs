@@ -93,6 +93,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
         max_per_ip: c2s.max_connections_per_ip,
     });
     let registration = Arc::new(Registration::default());
+    let sasl_secret = load_or_create_secret(&server.config().server.data_dir.join("sasl-secret"))?;
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
     for l in &server.config().listeners {
@@ -109,6 +110,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
             tls.clone(),
             limits.clone(),
             registration.clone(),
+            sasl_secret.clone(),
         )));
     }
     Ok(Listeners { addresses, tasks })
@@ -121,6 +123,7 @@ async fn accept_loop(
     tls: TlsSettings,
     limits: Arc<ConnectionLimits>,
     registration: Arc<Registration>,
+    sasl_secret: Arc<[u8]>,
 ) {
     let shutdown = server.shutdown_token().clone();
     loop {
@@ -145,8 +148,18 @@ async fn accept_loop(
         let server = server.clone();
         let tls = tls.clone();
         let registration = registration.clone();
+        let sasl_secret = sasl_secret.clone();
         tokio::spawn(async move {
-            crate::negotiate::run_connection(server, tls, tcp, peer, kind, registration).await;
+            crate::negotiate::run_connection(
+                server,
+                tls,
+                tcp,
+                peer,
+                kind,
+                registration,
+                sasl_secret,
+            )
+            .await;
             drop(slot);
         });
     }
@@ -169,4 +182,37 @@ async fn refuse(mut tcp: TcpStream, kind: ListenerKind) {
         .await;
     }
     let _ = tcp.shutdown().await;
+}
+
+/// The server secret that keys the fake SCRAM salts of unknown users (so that a salt does not
+/// reveal whether an account exists). Kept in the data directory so that the fake salts stay
+/// the same across restarts; created with 32 random bytes, readable by the owner only.
+fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes.into()),
+        Ok(_) => tracing::warn!(path = %path.display(), "SASL secret too short; replacing it"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    }
+    use rand::Rng;
+    let secret: [u8; 32] = rand::rng().random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = options.open(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+    })?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    Ok(secret.to_vec().into())
 }

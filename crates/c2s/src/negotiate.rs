@@ -88,6 +88,8 @@ pub(crate) struct Negotiation {
     registration: Arc<Registration>,
     /// An account was registered on this stream (one per stream).
     registered: bool,
+    /// Keys the fake SCRAM salts of unknown users, stable across restarts.
+    sasl_secret: Arc<[u8]>,
 }
 
 pub(crate) async fn run_connection(
@@ -97,6 +99,7 @@ pub(crate) async fn run_connection(
     peer: SocketAddr,
     kind: ListenerKind,
     registration: Arc<Registration>,
+    sasl_secret: Arc<[u8]>,
 ) {
     let c2s = &server.config().c2s;
     let limits = Limits {
@@ -136,6 +139,7 @@ pub(crate) async fn run_connection(
         sasl_failures: 0,
         registration,
         registered: false,
+        sasl_secret,
     };
     let outcome = tokio::select! {
         r = neg.negotiate() => r,
@@ -480,7 +484,8 @@ impl Negotiation {
             return Ok(false);
         };
         let plus_offered = self.is_tls();
-        let mut session = ServerSession::new(mech, self.bindings(), plus_offered);
+        let mut session = ServerSession::new(mech, self.bindings(), plus_offered)
+            .with_fake_salt_key(&self.sasl_secret);
         let host = self.host.clone().unwrap_or_default();
         let text = auth.text();
         let mut input = if text.trim().is_empty() {
