@@ -10,6 +10,7 @@ use starling_c2s::{Listeners, TlsSettings};
 use starling_core::{Config, Server};
 
 pub mod accounts;
+pub mod bench;
 pub mod cert;
 
 /// A running server.

@@ -39,6 +39,8 @@ enum Command {
     /// A command-line XMPP client with RFC 3923 end-to-end signing and encryption.
     #[command(subcommand)]
     Client(client_cli::ClientCommand),
+    /// Load generator (loopback only): login, idle and chat scenarios.
+    Bench(starling::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -124,6 +126,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Client(cmd) => client_cli::run(cmd).await,
+            Command::Bench(args) => starling::bench::run(args, config).await,
             Command::Check => {
                 // load_config already validated; reaching here means no problem was found.
                 println!(
