@@ -482,5 +482,5 @@ async fn a_blocked_contact_cannot_query_the_account_through_the_server() {
     );
     assert!(after
         .get_child("vCard", "vcard-temp")
-        .map_or(true, |v| v.children().next().is_none()));
+        .is_none_or(|v| v.children().next().is_none()));
 }

@@ -3,7 +3,8 @@
 //! Inbound: every stanza gets its `from` stamped with the session's full JID (a `from` that
 //! names anyone else closes the stream with `invalid-from`), `to` is validated (a malformed
 //! one gets `jid-malformed`), IQs are checked (id, exactly one payload for get/set), and the
-//! stanza goes to the router. Outbound: the session's bounded queue is drained in batches
+//! stanza goes to the router. The client state nonzas of XEP-0352 (`<active/>`,
+//! `<inactive/>`) are recorded through [`Server::client_state`]. Outbound: the session's bounded queue is drained in batches
 //! into one write. The loop also watches the idle timeout, a close request (conflict, slow
 //! consumer) and server shutdown (`system-shutdown`).
 
@@ -29,6 +30,8 @@ use crate::transport::Transport;
 
 /// Outbound stanzas written per batch before flushing.
 const WRITE_BATCH: usize = 64;
+/// Client state indication (XEP-0352): the `<active/>` and `<inactive/>` nonzas.
+const NS_CSI: &str = "urn:xmpp:csi:0";
 
 enum Exit {
     /// Close with a stream error.
@@ -88,6 +91,10 @@ pub(crate) async fn run(
             ev = stream.next_event() => {
                 idle_deadline = Instant::now() + idle;
                 match ev {
+                    Ok(StreamEvent::Stanza(el)) if el.ns() == NS_CSI && matches!(el.name(), "active" | "inactive") => {
+                        // XEP-0352 §4: no answer; modules filter what this session receives.
+                        server.client_state(&handle, &jid, el.name() == "inactive").await;
+                    }
                     Ok(StreamEvent::Stanza(el)) => {
                         match inbound(&server, &jid, el, &mut available).await {
                             Ok(()) => {}

@@ -183,4 +183,9 @@ pub trait Module: Send + Sync + 'static {
 
     /// Sees session life-cycle events.
     async fn on_session(&self, _server: &Server, _event: &SessionEvent) {}
+
+    /// Sees a bound client say it became inactive or active again (XEP-0352 client state
+    /// indication); `session` is its full JID. The flag is already recorded on the session's
+    /// handle ([`crate::SessionHandle::is_inactive`]) when this runs.
+    async fn on_client_state(&self, _server: &Server, _session: &Jid, _inactive: bool) {}
 }

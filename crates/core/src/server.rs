@@ -148,6 +148,15 @@ impl Server {
         }
     }
 
+    /// Records that the client bound to `full` became inactive or active again (XEP-0352)
+    /// on its handle, then tells every module ([`Module::on_client_state`]).
+    pub async fn client_state(&self, session: &SessionHandle, full: &Jid, inactive: bool) {
+        session.set_inactive(inactive);
+        for m in &self.modules {
+            m.on_client_state(self, full, inactive).await;
+        }
+    }
+
     /// Routes a stanza with a validated `from` and a `to`.
     pub async fn route(&self, stanza: Element) {
         let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {

@@ -5,7 +5,7 @@
 //! is full the session is a slow consumer; the router asks it to close with
 //! `policy-violation` rather than letting memory grow (DESIGN principle 3).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use minidom::Element;
@@ -40,6 +40,9 @@ struct Control {
     reason: Mutex<Option<StreamError>>,
     /// Cancelled when the session task has finished its cleanup (its inbox was dropped).
     done: CancellationToken,
+    /// The client said it is not being looked at (XEP-0352 client state indication), so
+    /// [`crate::module::Hook::Delivery`] filters may hold or drop what is not urgent.
+    inactive: AtomicBool,
 }
 
 /// A cheap, clonable reference to a live session.
@@ -66,6 +69,7 @@ impl SessionHandle {
             close: CancellationToken::new(),
             reason: Mutex::new(None),
             done: CancellationToken::new(),
+            inactive: AtomicBool::new(false),
         });
         (
             SessionHandle {
@@ -122,6 +126,17 @@ impl SessionHandle {
     /// and its queue re-routed). Used to make a resource takeover orderly.
     pub async fn finished(&self) {
         self.control.done.cancelled().await
+    }
+
+    /// Records whether the client is inactive (see [`SessionHandle::is_inactive`]). Set by
+    /// the session task through [`crate::Server::client_state`], which also tells modules.
+    pub fn set_inactive(&self, inactive: bool) {
+        self.control.inactive.store(inactive, Ordering::SeqCst);
+    }
+
+    /// Whether the client last said it is inactive (XEP-0352); false until it says so.
+    pub fn is_inactive(&self) -> bool {
+        self.control.inactive.load(Ordering::SeqCst)
     }
 
     /// Whether the session has been asked to close or has ended.

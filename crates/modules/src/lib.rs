@@ -7,6 +7,7 @@ use starling_core::{Config, Module};
 
 pub mod caps;
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod extdisco;
 pub mod last;
@@ -16,6 +17,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod privacy;
+pub mod private;
 pub mod register;
 pub mod roster;
 pub mod stanza_id;
@@ -46,6 +48,7 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(offline::Offline::new(limits.offline_quota)),
         Arc::new(time::EntityTime),
         Arc::new(vcard::VCard::new(limits.vcard_max_bytes)),
+        Arc::new(private::PrivateStorage::default()),
         Arc::new(last::LastActivity::default()),
         Arc::new(register::Register),
         // After presence: sees the presence broadcast it learns entity capabilities from.
@@ -54,6 +57,8 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         // After the archive and carbons: removes the sender's archive id before a message
         // leaves (XEP-0313 §3.5).
         Arc::new(stanza_id::StanzaIds),
+        // After every other delivery filter: what it holds back was already allowed.
+        Arc::new(csi::Csi::default()),
     ];
     // Last: its `ver` hashes the features of every module above.
     let caps = caps::Caps::for_modules(&modules);

@@ -1,0 +1,189 @@
+//! Client state indication (XEP-0352): less traffic for clients nobody is looking at.
+//!
+//! Offers the `<csi xmlns='urn:xmpp:csi:0'/>` stream feature; the c2s session records the
+//! client's `<active/>` / `<inactive/>` on its handle and tells this module. While a session
+//! is inactive, at [`Hook::Delivery`] (XEP-0352 §5 leaves the policy to the server):
+//! - available and unavailable presence is held, only the latest per sender (full JID), in a
+//!   buffer of at most [`MAX_HELD`] senders; a full buffer is flushed to the session first;
+//! - everything else (messages, subscription requests, IQs, errors) goes through at once.
+//!   Standalone chat states (XEP-0085) are not dropped yet: a message refused at
+//!   [`Hook::Delivery`] is bounced with `service-unavailable` by the router (the privacy
+//!   lists rely on that), so silent dropping needs a "consumed" outcome in the hook API first.
+//!
+//! On `<active/>` the held presence is delivered straight to the session (the other delivery
+//! filters already passed it). Not here: the session-side flag and nonza handling (c2s and
+//! core), and holding anything across a session's end (held presence dies with the session).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use minidom::Element;
+use parking_lot::Mutex;
+use starling_core::{Hook, HookContext, Module, Outcome, Server, SessionEvent, SessionHandle};
+use starling_proto::jid::Jid;
+use starling_proto::ns;
+
+/// The client state indication namespace.
+pub const NS_CSI: &str = "urn:xmpp:csi:0";
+/// Most senders whose presence one inactive session holds.
+pub const MAX_HELD: usize = 1000;
+
+/// Presence held for one inactive session, the latest per sender, in arrival order.
+#[derive(Default)]
+struct Held {
+    /// Sender (`from`) -> its slot in `order`.
+    index: HashMap<String, usize>,
+    /// The held presence stanzas, oldest first.
+    order: Vec<Element>,
+}
+
+impl Held {
+    /// Keeps `presence` as the latest from `sender`.
+    fn hold(&mut self, sender: String, presence: Element) {
+        match self.index.get(&sender) {
+            Some(&i) => self.order[i] = presence,
+            None => {
+                self.index.insert(sender, self.order.len());
+                self.order.push(presence);
+            }
+        }
+    }
+
+    fn is_full_for(&self, sender: &str) -> bool {
+        self.order.len() >= MAX_HELD && !self.index.contains_key(sender)
+    }
+
+    fn flush(&mut self, session: &SessionHandle) {
+        self.index.clear();
+        for presence in self.order.drain(..) {
+            if session.deliver(presence).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The client state indication module.
+#[derive(Default)]
+pub struct Csi {
+    /// Held presence per inactive session (full JID); an entry exists only while something
+    /// is held, and goes on `<active/>` or when the session ends.
+    held: Mutex<HashMap<Jid, Held>>,
+}
+
+/// Presence that only reports availability (not subscriptions, probes or errors).
+fn is_availability(stanza: &Element) -> bool {
+    stanza.is("presence", ns::CLIENT) && matches!(stanza.attr("type"), None | Some("unavailable"))
+}
+
+#[async_trait]
+impl Module for Csi {
+    fn name(&self) -> &'static str {
+        "csi"
+    }
+
+    fn stream_features(&self) -> Vec<Element> {
+        vec![Element::builder("csi", NS_CSI).build()]
+    }
+
+    fn hooks(&self) -> Vec<Hook> {
+        vec![Hook::Delivery]
+    }
+
+    async fn on_stanza(
+        &self,
+        server: &Server,
+        stanza: &Element,
+        _hook: Hook,
+        ctx: HookContext<'_>,
+    ) -> Outcome {
+        let Some(full) = ctx.session else {
+            return Outcome::Pass;
+        };
+        if !is_availability(stanza) {
+            return Outcome::Pass;
+        }
+        let Some(session) = server.router().session(full) else {
+            return Outcome::Pass;
+        };
+        // The flag is read under the lock: `<active/>` clears it before flushing under the
+        // same lock, so nothing is held after the flush.
+        let mut held = self.held.lock();
+        if !session.is_inactive() {
+            return Outcome::Pass;
+        }
+        let sender = stanza.attr("from").unwrap_or_default().to_owned();
+        let buffer = held.entry(full.clone()).or_default();
+        if buffer.is_full_for(&sender) {
+            buffer.flush(&session);
+        }
+        buffer.hold(sender, stanza.clone());
+        Outcome::Handled
+    }
+
+    async fn on_client_state(&self, server: &Server, full: &Jid, inactive: bool) {
+        if inactive {
+            return;
+        }
+        let Some(session) = server.router().session(full) else {
+            self.held.lock().remove(full);
+            return;
+        };
+        let mut held = self.held.lock();
+        if let Some(mut buffer) = held.remove(full) {
+            buffer.flush(&session);
+        }
+    }
+
+    async fn on_session(&self, _server: &Server, event: &SessionEvent) {
+        if let SessionEvent::Ended(full) = event {
+            self.held.lock().remove(full);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn el(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    #[test]
+    fn classifies_stanzas() {
+        assert!(is_availability(&el("<presence xmlns='jabber:client'/>")));
+        assert!(is_availability(&el(
+            "<presence xmlns='jabber:client' type='unavailable'/>"
+        )));
+        assert!(!is_availability(&el(
+            "<presence xmlns='jabber:client' type='subscribe'/>"
+        )));
+    }
+
+    #[test]
+    fn keeps_the_latest_per_sender_and_flushes_when_full() {
+        let (handle, mut inbox) = SessionHandle::new(MAX_HELD + 10);
+        let mut held = Held::default();
+        held.hold(
+            "a@x/1".into(),
+            el("<presence xmlns='jabber:client' id='1'/>"),
+        );
+        held.hold(
+            "a@x/1".into(),
+            el("<presence xmlns='jabber:client' id='2'/>"),
+        );
+        assert_eq!(held.order.len(), 1);
+        for i in 0..MAX_HELD {
+            held.hold(format!("b{i}@x/r"), el("<presence xmlns='jabber:client'/>"));
+        }
+        assert!(held.is_full_for("new@x/r"));
+        assert!(!held.is_full_for("a@x/1"));
+        held.flush(&handle);
+        assert!(held.order.is_empty() && held.index.is_empty());
+        let Ok(starling_core::Outbound::Stanza(first)) = inbox.rx.try_recv() else {
+            panic!("flushed presence")
+        };
+        assert_eq!(first.attr("id"), Some("2"));
+    }
+}
