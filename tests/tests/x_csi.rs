@@ -1,7 +1,7 @@
 //! Transcripts for client state indication (XEP-0352): the feature is offered after
 //! authentication; while alice is inactive, bob's presence updates are held (only the latest
 //! reaches her) and his messages arrive at once; when alice is active again, the held presence
-//! arrives. (Dropping standalone chat states is not implemented yet: see the csi module.)
+//! arrives; standalone chat states are dropped without an error to the sender.
 
 mod im_support;
 
@@ -54,6 +54,17 @@ async fn inactive_holds_presence_and_delivers_messages() {
         .await;
         expect_presence(&mut bob, bob_full, bob_full, None).await;
     }
+    // A bare chat state is dropped silently (bob gets no error), to the full and the bare JID.
+    bob.send(
+        "<message to='alice@localhost/phone' type='chat' id='cs1'>\
+         <composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    )
+    .await;
+    bob.send(
+        "<message to='alice@localhost' type='chat' id='cs2'>\
+         <paused xmlns='http://jabber.org/protocol/chatstates'/></message>",
+    )
+    .await;
     bob.send(
         "<message to='alice@localhost/phone' type='chat' id='m1'><body>lunch?</body>\
          <active xmlns='http://jabber.org/protocol/chatstates'/></message>",

@@ -20,6 +20,10 @@ pub enum Outcome {
     Handled,
     /// Not for this module; the next one (or the default rule) sees it.
     Pass,
+    /// Only at [`Hook::Delivery`]: the module took care of the stanza silently (client state
+    /// indication dropping a chat state); it counts as delivered, so nothing bounces and
+    /// nothing goes offline. At any other hook it means the same as [`Outcome::Handled`].
+    Consumed,
 }
 
 /// An IQ get or set addressed to the server or to an account's bare JID.

@@ -285,8 +285,10 @@ impl Server {
             return Outcome::Pass;
         };
         for m in list {
-            if m.on_stanza(self, stanza, hook, ctx).await == Outcome::Handled {
-                return Outcome::Handled;
+            match m.on_stanza(self, stanza, hook, ctx).await {
+                Outcome::Pass => {}
+                Outcome::Consumed if hook == Hook::Delivery => return Outcome::Consumed,
+                Outcome::Handled | Outcome::Consumed => return Outcome::Handled,
             }
         }
         Outcome::Pass
@@ -323,7 +325,7 @@ impl Server {
             .run_edit_hooks(msg, Hook::Accepted, HookContext::default())
             .await
         {
-            Outcome::Handled => Err(()),
+            Outcome::Handled | Outcome::Consumed => Err(()),
             Outcome::Pass => Ok(Some(original)),
         }
     }
@@ -351,8 +353,10 @@ impl Server {
                 session: Some(full),
                 ..HookContext::default()
             };
-            if self.run_hooks(&stanza, Hook::Delivery, ctx).await == Outcome::Handled {
-                return false;
+            match self.run_hooks(&stanza, Hook::Delivery, ctx).await {
+                Outcome::Pass => {}
+                Outcome::Handled => return false,
+                Outcome::Consumed => return true,
             }
         }
         session.deliver(stanza).is_ok()

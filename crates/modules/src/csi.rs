@@ -5,10 +5,12 @@
 //! is inactive, at [`Hook::Delivery`] (XEP-0352 §5 leaves the policy to the server):
 //! - available and unavailable presence is held, only the latest per sender (full JID), in a
 //!   buffer of at most [`MAX_HELD`] senders; a full buffer is flushed to the session first;
-//! - everything else (messages, subscription requests, IQs, errors) goes through at once.
-//!   Standalone chat states (XEP-0085) are not dropped yet: a message refused at
-//!   [`Hook::Delivery`] is bounced with `service-unavailable` by the router (the privacy
-//!   lists rely on that), so silent dropping needs a "consumed" outcome in the hook API first.
+//! - standalone chat states (XEP-0085: a message whose only content is chat-state
+//!   notifications, threads and processing hints) are dropped silently
+//!   ([`Outcome::Consumed`]: no bounce, no offline storage) — they are stale by the time
+//!   the client looks again;
+//! - everything else (messages with content, subscription requests, IQs, errors) goes
+//!   through at once.
 //!
 //! On `<active/>` the held presence is delivered straight to the session (the other delivery
 //! filters already passed it). Not here: the session-side flag and nonza handling (c2s and
@@ -100,6 +102,12 @@ impl Module for Csi {
         let Some(full) = ctx.session else {
             return Outcome::Pass;
         };
+        if is_standalone_chat_state(stanza) {
+            return match server.router().session(full) {
+                Some(session) if session.is_inactive() => Outcome::Consumed,
+                _ => Outcome::Pass,
+            };
+        }
         if !is_availability(stanza) {
             return Outcome::Pass;
         }
@@ -185,5 +193,49 @@ mod tests {
             panic!("flushed presence")
         };
         assert_eq!(first.attr("id"), Some("2"));
+    }
+}
+
+/// XEP-0085 chat states.
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0334 message processing hints.
+const NS_HINTS: &str = "urn:xmpp:hints";
+
+/// A message that carries nothing but chat-state notifications (plus threads and hints).
+fn is_standalone_chat_state(stanza: &Element) -> bool {
+    if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+        return false;
+    }
+    let mut has_state = false;
+    for child in stanza.children() {
+        let child_ns = child.ns();
+        if child_ns == NS_CHATSTATES {
+            has_state = true;
+        } else if !(child_ns == NS_HINTS || (child_ns == ns::CLIENT && child.name() == "thread")) {
+            return false;
+        }
+    }
+    has_state
+}
+
+#[cfg(test)]
+mod chat_state_tests {
+    use super::*;
+
+    #[test]
+    fn only_bare_chat_states_are_standalone() {
+        let parse = |s: &str| s.parse::<Element>().unwrap();
+        assert!(is_standalone_chat_state(&parse(
+            "<message xmlns='jabber:client' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/><thread>t</thread></message>"
+        )));
+        assert!(!is_standalone_chat_state(&parse(
+            "<message xmlns='jabber:client' type='chat'><body>hi</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        )));
+        assert!(!is_standalone_chat_state(&parse(
+            "<message xmlns='jabber:client' type='chat'><thread>t</thread></message>"
+        )));
+        assert!(!is_standalone_chat_state(&parse(
+            "<message xmlns='jabber:client' type='error'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        )));
     }
 }
