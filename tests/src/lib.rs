@@ -409,37 +409,8 @@ impl Conn {
             kind: ChannelBindingType::TlsExporter,
             data: self.tls_exporter(),
         });
-        let mut client = ScramClient::new(hash, user, password, binding, true);
-        let mech = client.mechanism().name();
-        let first = b64(&client.client_first());
-        self.send(&format!(
-            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>"
-        ))
-        .await;
-        let challenge = self.recv().await;
-        if challenge.name() == "failure" {
-            return Err(sasl_condition(&challenge));
-        }
-        assert_eq!(challenge.name(), "challenge", "{challenge:?}");
-        let reply = client
-            .handle_server_first(&unb64(&challenge.text()))
-            .map_err(|f| format!("client refused server-first: {}", f.name()))?;
-        self.send(&format!(
-            "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>",
-            b64(&reply)
-        ))
-        .await;
-        let outcome = self.recv().await;
-        match outcome.name() {
-            "success" => {
-                client
-                    .verify_server_final(&unb64(&outcome.text()))
-                    .expect("server signature verifies");
-                Ok(self.open("localhost").await)
-            }
-            "failure" => Err(sasl_condition(&outcome)),
-            _ => panic!("unexpected SASL answer {outcome:?}"),
-        }
+        self.scram_with(ScramClient::new(hash, user, password, binding, true))
+            .await
     }
 
     /// Authenticates with PLAIN. Ok(features) or Err(condition).

@@ -213,8 +213,15 @@ impl Server {
         };
         if let Some(node) = to.node() {
             // IQ to an account's bare JID is served by the server on the account's behalf
-            // (RFC 6120 §10.5.3.1 / §10.3): only for existing accounts.
-            match self.storage.account_exists(to.domain(), node).await {
+            // (RFC 6120 §10.5.3.1 / §10.3): only for existing accounts. A bound resource
+            // proves the account exists, so online users skip the storage round trip.
+            let online = self.router.with_resources(&to, |l| !l.is_empty());
+            let exists = if online {
+                Ok(true)
+            } else {
+                self.storage.account_exists(to.domain(), node).await
+            };
+            match exists {
                 Ok(true) => {}
                 Ok(false) => {
                     self.bounce(&iq, Cond::ServiceUnavailable).await;
@@ -437,7 +444,7 @@ impl Server {
         let bare = to.bare();
         // Skip the storage round trip when the user is online: a bound resource proves the
         // account exists (the fast path of DESIGN principle 2).
-        let online = !self.router.resources(&bare).is_empty();
+        let online = self.router.with_resources(&bare, |l| !l.is_empty());
         if !online && self.account_exists(&bare).await != Some(true) {
             // RFC 6121 §8.5.1: no such user.
             if matches!(mtype, "normal" | "chat") {
