@@ -15,5 +15,5 @@ pub mod xml;
 pub use config::Config;
 pub use module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 pub use router::Router;
-pub use server::Server;
+pub use server::{RemoteRoute, Server};
 pub use session::{Outbound, SessionHandle};

@@ -188,6 +188,18 @@ pub trait Module: Send + Sync + 'static {
     /// Sees session life-cycle events.
     async fn on_session(&self, _server: &Server, _event: &SessionEvent) {}
 
+    /// Whole domains this module serves, such as a chat room service on `conference.<host>`
+    /// (XEP-0045) or a gateway. Every stanza addressed to such a domain, or to a JID in it,
+    /// goes to [`Module::on_domain_stanza`] instead of the user routing rules. Asked once,
+    /// at start; two modules claiming one domain is a start-up error.
+    fn served_domains(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Takes a stanza addressed to one of [`Module::served_domains`]; `to` is its parsed
+    /// address. The module answers, fans out or bounces it itself.
+    async fn on_domain_stanza(&self, _server: &Server, _stanza: Element, _to: Jid) {}
+
     /// Sees a bound client say it became inactive or active again (XEP-0352 client state
     /// indication); `session` is its full JID. The flag is already recorded on the session's
     /// handle ([`crate::SessionHandle::is_inactive`]) when this runs.

@@ -3,8 +3,9 @@
 //! [`Server::route`] takes a stanza whose `from` has been validated by the session that read it
 //! and whose `to` is set, and decides: a module (IQs to the server or an account, hooks for
 //! messages and presence), a local session (one full JID, or the bare-JID delivery rules), or an
-//! error back to the sender. Remote domains are not served yet (federation is its own crate);
-//! stanzas to them bounce with `remote-server-not-found`.
+//! error back to the sender. Domains served by a module as a whole (chat rooms on
+//! `conference.<host>`) go to that module; other domains go to the federation route when one
+//! is installed ([`RemoteRoute`]) and bounce with `remote-server-not-found` otherwise.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -23,6 +24,16 @@ use crate::router::Router;
 use crate::session::SessionHandle;
 use crate::xml::BuilderExt;
 
+/// Where stanzas for domains that are neither ours nor served by a module go: the
+/// server-to-server connection pool (federation). Installed once with
+/// [`Server::set_remote`]; without one, such stanzas bounce with `remote-server-not-found`.
+#[async_trait::async_trait]
+pub trait RemoteRoute: Send + Sync + 'static {
+    /// Sends `stanza` (whose `from` is local and validated) towards `to`'s domain. The
+    /// implementation queues, connects, and bounces through [`Server::bounce`] on failure.
+    async fn send(&self, server: &Server, stanza: Element, to: Jid);
+}
+
 /// Everything a session or module needs: configuration, storage, the session table, modules.
 pub struct Server {
     config: Arc<Config>,
@@ -33,6 +44,10 @@ pub struct Server {
     iq_table: HashMap<&'static str, HashMap<&'static str, usize>>,
     /// hook point -> the modules that asked for it, in module order.
     hook_table: HashMap<Hook, Vec<Arc<dyn Module>>>,
+    /// domain -> index in `modules`, for [`Module::served_domains`].
+    domain_table: HashMap<String, usize>,
+    /// Federation, when enabled ([`Server::set_remote`]).
+    remote: std::sync::OnceLock<Arc<dyn RemoteRoute>>,
     shutdown: CancellationToken,
     /// This server itself, for modules that start background work ([`Server::arc`]).
     this: Weak<Server>,
@@ -60,6 +75,24 @@ impl Server {
                 }
             }
         }
+        let mut domain_table: HashMap<String, usize> = HashMap::new();
+        for (i, m) in modules.iter().enumerate() {
+            for domain in m.served_domains() {
+                if config.is_local_host(&domain) {
+                    return Err(format!(
+                        "module {} serves {domain}, which is also a user host",
+                        m.name()
+                    ));
+                }
+                if let Some(prev) = domain_table.insert(domain.clone(), i) {
+                    return Err(format!(
+                        "modules {} and {} both serve the domain {domain}",
+                        modules[prev].name(),
+                        m.name()
+                    ));
+                }
+            }
+        }
         let mut hook_table: HashMap<Hook, Vec<Arc<dyn Module>>> = HashMap::new();
         for m in &modules {
             for h in m.hooks() {
@@ -74,6 +107,8 @@ impl Server {
             router: Router::new(),
             modules,
             iq_table,
+            domain_table,
+            remote: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -102,6 +137,24 @@ impl Server {
     /// The enabled modules.
     pub fn modules(&self) -> &[Arc<dyn Module>] {
         &self.modules
+    }
+
+    /// Installs the federation route for remote domains. Only the first call takes effect;
+    /// returns false when one was already installed.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRoute>) -> bool {
+        self.remote.set(remote).is_ok()
+    }
+
+    /// Whether `domain` is served by a module as a whole (see [`Module::served_domains`]).
+    pub fn is_served_domain(&self, domain: &str) -> bool {
+        self.domain_table.contains_key(domain)
+    }
+
+    /// Every domain served by a module, for disco#items of the server.
+    pub fn served_domains(&self) -> Vec<&str> {
+        let mut d: Vec<&str> = self.domain_table.keys().map(String::as_str).collect();
+        d.sort_unstable();
+        d
     }
 
     /// Cancelled when the server shuts down; every task selects on it.
@@ -165,8 +218,16 @@ impl Server {
             return;
         };
         if !self.config.is_local_host(to.domain()) {
-            // No federation yet: RFC 6120 §10.4.3.
-            self.bounce(&stanza, Cond::RemoteServerNotFound).await;
+            if let Some(&i) = self.domain_table.get(to.domain()) {
+                let module = self.modules[i].clone();
+                module.on_domain_stanza(self, stanza, to).await;
+                return;
+            }
+            match self.remote.get() {
+                Some(remote) => remote.clone().send(self, stanza, to).await,
+                // No federation: RFC 6120 §10.4.3.
+                None => self.bounce(&stanza, Cond::RemoteServerNotFound).await,
+            }
             return;
         }
         match stanza.name() {
