@@ -66,6 +66,8 @@ pub struct Client {
     next_id: u64,
     /// Whether the server has closed its stream.
     server_closed: bool,
+    /// The `<stream:features/>` the server offered after authentication.
+    features: Element,
 }
 
 impl std::fmt::Debug for Client {
@@ -78,8 +80,9 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    pub(crate) fn new(stream: Stream, jid: Jid, mechanism: Mechanism) -> Client {
+    pub(crate) fn new(stream: Stream, jid: Jid, mechanism: Mechanism, features: Element) -> Client {
         Client {
+            features,
             stream,
             jid,
             mechanism,
@@ -99,6 +102,12 @@ impl Client {
     /// Our full JID, as bound by the server.
     pub fn jid(&self) -> &Jid {
         &self.jid
+    }
+
+    /// The `<stream:features/>` the server offered after authentication (bind, stream
+    /// management, client state indication...).
+    pub fn stream_features(&self) -> &Element {
+        &self.features
     }
 
     /// The SASL mechanism that authenticated this stream (e.g. SCRAM-SHA-256-PLUS).
@@ -159,25 +168,44 @@ impl Client {
     /// before has been processed by our session (which handles our stanzas in order), e.g.
     /// initial presence is in effect. Stanzas arriving meanwhile are kept for `recv`.
     pub async fn ping(&mut self) -> Result<(), ClientError> {
+        let domain = self.jid.domain().to_owned();
+        let answer = self
+            .iq("get", &domain, Element::builder("ping", ns::PING).build())
+            .await?;
+        match answer.attr("type") {
+            Some("result") => Ok(()),
+            _ => Err(ClientError::Protocol(format!(
+                "ping answered with {}",
+                writer::element_to_string(&answer)
+            ))),
+        }
+    }
+
+    /// Sends an IQ of `kind` (`get` or `set`) with `payload` to `to` and waits for its
+    /// answer: the whole `result` or `error` stanza. Stanzas arriving meanwhile are kept
+    /// for `recv`.
+    pub async fn iq(
+        &mut self,
+        kind: &str,
+        to: &str,
+        payload: Element,
+    ) -> Result<Element, ClientError> {
         self.next_id += 1;
-        let id = format!("ping-{}", self.next_id);
+        let id = format!("iq-{}", self.next_id);
         let iq = Element::builder("iq", ns::CLIENT)
-            .attr(attr("type"), "get")
+            .attr(attr("type"), kind)
             .attr(attr("id"), id.as_str())
-            .attr(attr("to"), self.jid.domain())
-            .append(Element::builder("ping", ns::PING))
+            .attr(attr("to"), to)
+            .append(payload)
             .build();
         self.send(&iq).await?;
         loop {
             let el = next_element(&mut self.stream).await?;
-            if el.is("iq", ns::CLIENT) && el.attr("id") == Some(id.as_str()) {
-                return match el.attr("type") {
-                    Some("result") => Ok(()),
-                    _ => Err(ClientError::Protocol(format!(
-                        "ping answered with {}",
-                        writer::element_to_string(&el)
-                    ))),
-                };
+            if el.is("iq", ns::CLIENT)
+                && el.attr("id") == Some(id.as_str())
+                && matches!(el.attr("type"), Some("result" | "error"))
+            {
+                return Ok(el);
             }
             self.pending.push_back(el);
         }

@@ -73,7 +73,7 @@ pub(crate) async fn connect(cfg: &ClientConfig) -> Result<Client, ClientError> {
             continue;
         };
         let jid = bind(&mut stream, &features, cfg).await?;
-        return Ok(Client::new(stream, jid, used));
+        return Ok(Client::new(stream, jid, used, features));
     }
 }
 

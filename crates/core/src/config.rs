@@ -40,6 +40,8 @@ pub struct Config {
     /// STUN/TURN services offered through external service discovery (XEP-0215).
     #[serde(rename = "external_service")]
     pub external_services: Vec<ExternalService>,
+    /// Optional modules switched off.
+    pub modules: ModulesConfig,
 }
 
 impl Default for Config {
@@ -65,8 +67,18 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             pep: PepConfig::default(),
             external_services: Vec::new(),
+            modules: ModulesConfig::default(),
         }
     }
+}
+
+/// `[modules]`: optional features an operator may switch off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModulesConfig {
+    /// Names of modules not to load (see starling.example.toml for the list). The core
+    /// modules (disco, roster, presence, privacy...) cannot be switched off.
+    pub disable: Vec<String>,
 }
 
 /// `[server]`

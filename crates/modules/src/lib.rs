@@ -25,7 +25,39 @@ pub mod time;
 pub mod vcard;
 pub mod version;
 
-/// The modules enabled by default, in hook order, with the limits of `config.limits`.
+/// Modules an operator may switch off with `[modules] disable`; the others carry the core
+/// protocol (RFC 6120/6121) or other modules rely on them.
+pub const OPTIONAL: &[&str] = &[
+    "carbons",
+    "csi",
+    "extdisco",
+    "last",
+    "mam",
+    "offline",
+    "pep",
+    "private",
+    "register",
+    "stanza-id",
+    "time",
+    "vcard",
+    "version",
+];
+
+/// Checks `[modules] disable`: only names of [`OPTIONAL`] modules.
+pub fn check_disabled(config: &Config) -> Result<(), String> {
+    for name in &config.modules.disable {
+        if !OPTIONAL.contains(&name.as_str()) {
+            return Err(format!(
+                "[modules] disable: {name:?} is not an optional module (optional: {})",
+                OPTIONAL.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The modules enabled by default, in hook order, with the limits of `config.limits`,
+/// minus those switched off in `[modules] disable`.
 pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
     let limits = &config.limits;
     let (roster, presence) = roster::roster_and_presence(roster::store::RosterLimits {
@@ -60,6 +92,7 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         // After every other delivery filter: what it holds back was already allowed.
         Arc::new(csi::Csi::default()),
     ];
+    modules.retain(|m| !config.modules.disable.iter().any(|d| d == m.name()));
     // Last: its `ver` hashes the features of every module above.
     let caps = caps::Caps::for_modules(&modules);
     modules.push(Arc::new(caps));

@@ -12,6 +12,7 @@ use starling_core::{Config, Server};
 pub mod accounts;
 pub mod bench;
 pub mod cert;
+pub mod compliance;
 
 /// A running server.
 pub struct Running {
@@ -79,6 +80,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls =
         TlsSettings::from_pem_files(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
     let storage = starling_storage::open(&config.storage_url()).await?;
+    starling_modules::check_disabled(&config).map_err(StartError::Modules)?;
     let modules = starling_modules::default_modules(&config);
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;

@@ -34,8 +34,14 @@ enum Command {
     /// Manage certificates.
     #[command(subcommand)]
     Cert(CertCommand),
-    /// Validate the configuration and report every problem with its line.
-    Check,
+    /// Validate the configuration and report every problem with its line. With
+    /// --compliance, also start this configuration in-process on loopback (throwaway data)
+    /// and report which XEP-0479 (Compliance Suites 2023) server requirements a client sees.
+    Check {
+        /// Probe the XMPP Compliance Suites 2023 requirements.
+        #[arg(long)]
+        compliance: bool,
+    },
     /// A command-line XMPP client with RFC 3923 end-to-end signing and encryption.
     #[command(subcommand)]
     Client(client_cli::ClientCommand),
@@ -127,7 +133,7 @@ fn main() -> ExitCode {
             }
             Command::Client(cmd) => client_cli::run(cmd).await,
             Command::Bench(args) => starling::bench::run(args, config).await,
-            Command::Check => {
+            Command::Check { compliance } => {
                 // load_config already validated; reaching here means no problem was found.
                 println!(
                     "configuration OK: hosts {:?}, {} listener(s), storage {}",
@@ -139,6 +145,15 @@ fn main() -> ExitCode {
                         "sqlite in data_dir"
                     }
                 );
+                if compliance {
+                    let seen = starling::compliance::probe(&config)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    print!(
+                        "{}",
+                        starling::compliance::render(&starling::compliance::evaluate(&seen))
+                    );
+                }
                 Ok(())
             }
         }
