@@ -8,7 +8,10 @@
 #                                on free loopback ports), creates the accounts $INTEROP_ACCOUNTS
 #                                with the CLI, starts `starling serve` (log in WORKDIR/server.log)
 #                                and waits until both ports accept connections; exports
-#                                STARLING_C2S_PORT and STARLING_DIRECT_TLS_PORT
+#                                STARLING_C2S_PORT and STARLING_DIRECT_TLS_PORT, and
+#                                STARLING_COMPONENT_PORT where the component
+#                                $STARLING_COMPONENT_DOMAIN (XEP-0114) may connect with
+#                                $STARLING_COMPONENT_SECRET
 #   server_stop                  SIGTERM, then waits; fails when the server does not exit by
 #                                itself with status 0 within 10 s (it is then killed)
 #
@@ -54,7 +57,7 @@ listening() {
 }
 
 write_config() {
-    local dir=$1 c2s=$2 tls=$3
+    local dir=$1 c2s=$2 tls=$3 component=$4
     cat >"$dir/starling.toml" <<EOF
 [server]
 hosts = ["$STARLING_DOMAIN"]
@@ -71,6 +74,13 @@ address = "127.0.0.1:$c2s"
 [[listener]]
 kind = "c2s-direct-tls"
 address = "127.0.0.1:$tls"
+
+[components]
+listen = "127.0.0.1:$component"
+
+[[components.component]]
+domain = "$STARLING_COMPONENT_DOMAIN"
+secret = "$STARLING_COMPONENT_SECRET"
 
 [log]
 level = "${INTEROP_SERVER_LOG:-info}"
@@ -92,11 +102,11 @@ create_accounts() {
 }
 
 server_start() {
-    local dir=$1 attempt c2s tls
+    local dir=$1 attempt c2s tls component
     mkdir -p "$dir/data"
     for attempt in 1 2 3; do
-        read -r c2s tls < <(free_ports 2)
-        write_config "$dir" "$c2s" "$tls"
+        read -r c2s tls component < <(free_ports 3)
+        write_config "$dir" "$c2s" "$tls" "$component"
         if [ "$attempt" -eq 1 ]; then
             create_accounts "$dir" || return 1
         fi
@@ -108,6 +118,7 @@ server_start() {
             fi
             if listening "$dir" "$c2s" "$tls"; then
                 export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls
+                export STARLING_COMPONENT_PORT=$component
                 return 0
             fi
             sleep 0.1

@@ -70,6 +70,11 @@ impl TestServer {
         }
     }
 
+    /// Where components (XEP-0114) connect, when any is configured.
+    pub fn component_address(&self) -> Option<SocketAddr> {
+        self.running.as_ref().expect("running").component_listener
+    }
+
     /// The server context (router, storage).
     pub fn server(&self) -> &Arc<starling_core::Server> {
         &self.running.as_ref().expect("running").server

@@ -31,6 +31,7 @@ async fn the_probe_sees_what_the_default_build_offers() {
     };
     for p in [
         "RFC 6120, RFC 7622",
+        "XEP-0114",
         "RFC 6121",
         "XEP-0368",
         "XEP-0030",

@@ -42,6 +42,8 @@ pub struct Config {
     pub external_services: Vec<ExternalService>,
     /// Optional modules switched off.
     pub modules: ModulesConfig,
+    /// External components (XEP-0114).
+    pub components: ComponentsConfig,
 }
 
 impl Default for Config {
@@ -68,8 +70,50 @@ impl Default for Config {
             pep: PepConfig::default(),
             external_services: Vec::new(),
             modules: ModulesConfig::default(),
+            components: ComponentsConfig::default(),
         }
     }
+}
+
+/// `[components]`: external components (XEP-0114), processes that serve a domain of their
+/// own (a gateway, a bot service) over a stream authenticated by a shared secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentsConfig {
+    /// Where components connect. The stream is not encrypted (XEP-0114 has no TLS), so
+    /// keep it on loopback or a private network. Only opened when a component is listed.
+    pub listen: SocketAddr,
+    /// Largest stanza a component may send, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Most stanzas queued for one component before it counts as a slow consumer.
+    pub queue_len: usize,
+    /// Seconds a connecting component has to finish the handshake.
+    pub handshake_timeout_secs: u64,
+    /// The components allowed to connect.
+    #[serde(rename = "component")]
+    pub list: Vec<ComponentEntry>,
+}
+
+impl Default for ComponentsConfig {
+    fn default() -> Self {
+        ComponentsConfig {
+            listen: "127.0.0.1:5347".parse().expect("static address"),
+            max_stanza_bytes: 524_288,
+            queue_len: 4096,
+            handshake_timeout_secs: 10,
+            list: Vec::new(),
+        }
+    }
+}
+
+/// One `[[components.component]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEntry {
+    /// The domain the component serves (e.g. `gateway.example.org`).
+    pub domain: String,
+    /// The shared secret of the handshake.
+    pub secret: String,
 }
 
 /// `[modules]`: optional features an operator may switch off.
@@ -457,6 +501,37 @@ impl Config {
                 "tls.cert and tls.key must be given together".into(),
             );
         }
+        let mut seen_components = std::collections::HashSet::new();
+        for c in &self.components.list {
+            match starling_proto::jid::Jid::parse(&c.domain) {
+                Ok(j) if j.is_bare() && j.node().is_none() => {}
+                _ => problem(
+                    "domain",
+                    format!("component domain '{}' is not a valid domain name", c.domain),
+                ),
+            }
+            if self.is_local_host(&c.domain) {
+                problem(
+                    "domain",
+                    format!("component domain '{}' is also a user host", c.domain),
+                );
+            }
+            if !seen_components.insert(c.domain.as_str()) {
+                problem(
+                    "domain",
+                    format!("component domain '{}' is listed twice", c.domain),
+                );
+            }
+            if c.secret.len() < 16 {
+                problem(
+                    "secret",
+                    format!(
+                        "the secret of component '{}' is shorter than 16 characters",
+                        c.domain
+                    ),
+                );
+            }
+        }
         let c2s = &self.c2s;
         let limits = [
             (
@@ -669,6 +744,21 @@ mod tests {
             problems[0].message.contains("max_stanza_byte"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn component_entries_are_checked() {
+        let text = "[[components.component]]\ndomain = \"bots.localhost\"\nsecret = \"0123456789abcdef\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.components.list[0].domain, "bots.localhost");
+        let text = "[[components.component]]\ndomain = \"localhost\"\nsecret = \"short\"\n\
+                    [[components.component]]\ndomain = \"a b\"\nsecret = \"0123456789abcdef\"\n";
+        let problems = Config::from_toml(text).unwrap_err();
+        let messages: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 3, "{messages:?}");
+        assert!(messages[0].contains("also a user host"), "{messages:?}");
+        assert!(messages[1].contains("shorter than 16"), "{messages:?}");
+        assert!(messages[2].contains("not a valid domain"), "{messages:?}");
     }
 
     #[test]

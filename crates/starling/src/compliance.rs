@@ -28,6 +28,8 @@ use starling_proto::ns::{DISCO_INFO, DISCO_ITEMS};
 
 /// The roster namespace (RFC 6121 §2).
 const ROSTER: &str = "jabber:iq:roster";
+/// The first label of the probe's throwaway component domain.
+const PROBE_COMPONENT: &str = "compliance-probe-component";
 /// Private XML storage (XEP-0049).
 const PRIVATE: &str = "jabber:iq:private";
 
@@ -54,6 +56,8 @@ pub struct Observed {
     pub roster: bool,
     /// A private XML storage get (XEP-0049) was answered with the query.
     pub private_storage: bool,
+    /// A component (XEP-0114) completed the handshake and got a message routed to it.
+    pub component: bool,
 }
 
 /// How a requirement is recognised in [`Observed`].
@@ -75,6 +79,8 @@ enum Evidence {
     Roster,
     /// Private XML storage answered.
     Private,
+    /// A component connected and was routed to.
+    Component,
     /// The account has a `pubsub/pep` identity and these features.
     Pep(&'static [&'static str]),
 }
@@ -140,6 +146,13 @@ pub fn requirements() -> Vec<Requirement> {
             "Feature broadcasts",
             "XEP-0115",
             Stream("{http://jabber.org/protocol/caps}c"),
+        ),
+        req(
+            "Core",
+            "Core",
+            "Server extensibility",
+            "XEP-0114",
+            Component,
         ),
         req(
             "Core",
@@ -284,6 +297,10 @@ pub fn evaluate(seen: &Observed) -> Vec<Row> {
                     )
                 }
                 Evidence::Roster => (seen.roster, "roster get answered".to_string()),
+                Evidence::Component => (
+                    seen.component,
+                    "a component connected and received a message".to_string(),
+                ),
                 Evidence::Private => (
                     seen.private_storage,
                     "jabber:iq:private get answered".to_string(),
@@ -397,6 +414,12 @@ pub async fn probe(config: &Config) -> Result<Observed, ProbeError> {
         .first()
         .cloned()
         .ok_or_else(|| ProbeError::Other("no host configured".into()))?;
+    // A throwaway component, to show that components can connect (XEP-0114).
+    config.components.listen = loopback;
+    config.components.list = vec![starling_core::config::ComponentEntry {
+        domain: format!("{PROBE_COMPONENT}.{host}"),
+        secret: random_password(),
+    }];
     let running = crate::start(config).await?;
     let result = observe(&running, &host).await;
     running.shutdown().await;
@@ -445,6 +468,12 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
 
     let mut client = Client::connect(&cfg).await?;
     seen.starttls_login = true;
+    if let (Some(address), Some(entry)) = (
+        running.component_listener,
+        running.server.config().components.list.first(),
+    ) {
+        seen.component = component_round_trip(&mut client, address, entry).await;
+    }
     seen.mechanism = client.mechanism().name().to_string();
     seen.stream_features = client
         .stream_features()
@@ -490,6 +519,55 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
         answer.attr("type") == Some("result") && answer.get_child("query", PRIVATE).is_some();
     let _ = client.close().await;
     Ok(seen)
+}
+
+/// Connects a component with the handshake of XEP-0114, sends it a message from the probing
+/// client, and reports whether it arrived.
+async fn component_round_trip(
+    client: &mut Client,
+    address: SocketAddr,
+    entry: &starling_core::config::ComponentEntry,
+) -> bool {
+    use starling_proto::framer::{Limits, StreamEvent};
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect(address).await.ok()?;
+        let mut stream = starling_stream::XmlStream::new(tcp, Limits::default());
+        stream.queue_raw(&format!(
+            "<stream:stream xmlns='{}' xmlns:stream='{}' to='{}'>",
+            starling_component::NS_COMPONENT,
+            starling_proto::ns::STREAM,
+            entry.domain
+        ));
+        stream.flush().await.ok()?;
+        let StreamEvent::Open(header) = stream.next_event().await.ok()? else {
+            return None;
+        };
+        let digest = starling_component::handshake_digest(header.id.as_deref()?, &entry.secret);
+        stream.queue_raw(&format!("<handshake>{digest}</handshake>"));
+        stream.flush().await.ok()?;
+        let StreamEvent::Stanza(ok) = stream.next_event().await.ok()? else {
+            return None;
+        };
+        if !ok.is("handshake", starling_component::NS_COMPONENT) {
+            return None;
+        }
+        client
+            .send(&starling_client::chat_message(
+                &format!("probe@{}", entry.domain),
+                "probe",
+            ))
+            .await
+            .ok()?;
+        let StreamEvent::Stanza(msg) = stream.next_event().await.ok()? else {
+            return None;
+        };
+        Some(msg.name() == "message")
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 fn features(answer: &Element) -> BTreeSet<String> {

@@ -20,6 +20,8 @@ pub struct Running {
     pub server: Arc<Server>,
     /// The bound listeners.
     pub listeners: Listeners,
+    /// Where components (XEP-0114) connect, when any is configured.
+    pub component_listener: Option<std::net::SocketAddr>,
 }
 
 /// Why the server could not start.
@@ -81,10 +83,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         TlsSettings::from_pem_files(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
     let storage = starling_storage::open(&config.storage_url()).await?;
     starling_modules::check_disabled(&config).map_err(StartError::Modules)?;
-    let modules = starling_modules::default_modules(&config);
+    let mut modules = starling_modules::default_modules(&config);
+    let components = starling_component::Components::from_config(&config);
+    if let Some(c) = &components {
+        modules.push(c.clone());
+    }
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
-    Ok(Running { server, listeners })
+    let component_listener = match components {
+        Some(c) => Some(starling_component::start(server.clone(), c).await?),
+        None => None,
+    };
+    Ok(Running {
+        server,
+        listeners,
+        component_listener,
+    })
 }
 
 impl Running {
