@@ -70,6 +70,11 @@ impl TestServer {
         }
     }
 
+    /// The HTTP upload service (XEP-0363), when enabled.
+    pub fn upload(&self) -> Option<Arc<starling_upload::Upload>> {
+        self.running.as_ref().expect("running").upload.clone()
+    }
+
     /// Where components (XEP-0114) connect, when any is configured.
     pub fn component_address(&self) -> Option<SocketAddr> {
         self.running.as_ref().expect("running").component_listener

@@ -44,6 +44,8 @@ pub struct Config {
     pub modules: ModulesConfig,
     /// External components (XEP-0114).
     pub components: ComponentsConfig,
+    /// HTTP file upload (XEP-0363).
+    pub upload: UploadConfig,
 }
 
 impl Default for Config {
@@ -71,6 +73,40 @@ impl Default for Config {
             external_services: Vec::new(),
             modules: ModulesConfig::default(),
             components: ComponentsConfig::default(),
+            upload: UploadConfig::default(),
+        }
+    }
+}
+
+/// `[upload]`: HTTP file upload (XEP-0363). The upload service is `upload.<host>` for each
+/// host; files live in `data_dir/upload` and are served by the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Offer the service (it also needs an HTTP listener to serve the files).
+    pub enabled: bool,
+    /// Base URL of the HTTP listener as clients reach it (`https://chat.example.org:5443`).
+    /// Absent: the address the HTTP listener bound, with the first host as name.
+    pub public_url: Option<String>,
+    /// Largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// Most bytes one account may keep uploaded; 0 means no quota.
+    pub quota_bytes: u64,
+    /// Seconds a slot's signed PUT URL stays valid.
+    pub put_ttl_secs: u64,
+    /// Days a file is kept (and its signed GET URL valid); 0 keeps files forever.
+    pub file_ttl_days: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            enabled: true,
+            public_url: None,
+            max_file_bytes: 50 * 1024 * 1024,
+            quota_bytes: 1024 * 1024 * 1024,
+            put_ttl_secs: 300,
+            file_ttl_days: 30,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod module;
 pub mod router;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod xml;

@@ -22,6 +22,8 @@ pub struct Running {
     pub listeners: Listeners,
     /// Where components (XEP-0114) connect, when any is configured.
     pub component_listener: Option<std::net::SocketAddr>,
+    /// The HTTP upload service (XEP-0363), when enabled.
+    pub upload: Option<Arc<starling_upload::Upload>>,
 }
 
 /// Why the server could not start.
@@ -88,16 +90,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(c) = &components {
         modules.push(c.clone());
     }
+    let upload = starling_upload::Upload::from_config(&config, storage.clone())?;
+    if let Some(u) = &upload {
+        modules.push(u.clone());
+    }
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
     let component_listener = match components {
         Some(c) => Some(starling_component::start(server.clone(), c).await?),
         None => None,
     };
+    if let Some(u) = &upload {
+        u.start_expiry(&server);
+    }
     Ok(Running {
         server,
         listeners,
         component_listener,
+        upload,
     })
 }
 
