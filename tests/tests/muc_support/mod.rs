@@ -255,3 +255,24 @@ pub async fn say(c: &mut Conn, room: &str, text: &str) {
     ))
     .await;
 }
+
+/// Receives until the groupchat message with body `text` arrives.
+pub async fn groupchat_with(c: &mut Conn, text: &str) -> Element {
+    c.recv_until(|e| {
+        e.name() == "message"
+            && e.attr("type") == Some("groupchat")
+            && e.get_child("body", CLIENT)
+                .is_some_and(|b| b.text() == text)
+    })
+    .await
+}
+
+/// Receives until an unavailable presence from `from` arrives.
+pub async fn unavailable_from(c: &mut Conn, from: &str) -> Element {
+    c.recv_until(|e| {
+        e.name() == "presence"
+            && e.attr("from") == Some(from)
+            && e.attr("type") == Some("unavailable")
+    })
+    .await
+}
