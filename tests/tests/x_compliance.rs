@@ -39,6 +39,7 @@ async fn the_probe_sees_what_the_default_build_offers() {
         "XEP-0163",
         "XEP-0280",
         "XEP-0191",
+        "XEP-0045",
         "XEP-0054",
         "XEP-0223",
         "XEP-0049",

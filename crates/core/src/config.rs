@@ -46,6 +46,8 @@ pub struct Config {
     pub components: ComponentsConfig,
     /// HTTP file upload (XEP-0363).
     pub upload: UploadConfig,
+    /// Multi-user chat (XEP-0045) service.
+    pub muc: MucConfig,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             modules: ModulesConfig::default(),
             components: ComponentsConfig::default(),
             upload: UploadConfig::default(),
+            muc: MucConfig::default(),
         }
     }
 }
@@ -427,6 +430,78 @@ pub struct MamConfig {
     pub retention_days: u32,
 }
 
+/// Who may create chat rooms (`[muc] create`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoomCreation {
+    /// Any entity that can reach the service, local or (through federation) remote.
+    Anyone,
+    /// Accounts of this server's hosts.
+    Local,
+    /// Only the JIDs listed in `[muc] admins`.
+    Admins,
+}
+
+/// `[muc]`: the multi-user chat service (XEP-0045), a module serving its own domain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MucConfig {
+    /// Whether the service runs.
+    pub enabled: bool,
+    /// The service's domain; `{host}` is replaced by each virtual host, giving one service
+    /// per host.
+    pub domain: String,
+    /// Who may create rooms.
+    pub create: RoomCreation,
+    /// Bare JIDs that administer the service: they may create rooms under every policy and
+    /// are owners of every room.
+    pub admins: Vec<String>,
+    /// Most rooms in memory at once (rooms with occupants, and empty ones being loaded);
+    /// creating or entering more is refused with `resource-constraint`.
+    pub max_rooms: usize,
+    /// Most occupants in one room: the cap on (and default of) `muc#roomconfig_maxusers`.
+    pub max_occupants: usize,
+    /// Messages of discussion history a joining occupant gets unless it asks otherwise.
+    pub history_default: usize,
+    /// Messages of discussion history a room keeps in memory (and the most one join gets).
+    pub history_max: usize,
+    /// Default of `muc#roomconfig_enablelogging`: new rooms archive their messages (MAM on
+    /// the room's JID).
+    pub logging_default: bool,
+    /// Default of `muc#roomconfig_persistentroom` for new rooms.
+    pub persistent_default: bool,
+    /// Most affiliations (owners, admins, members, outcasts) one room records.
+    pub max_affiliations: usize,
+    /// Stanzas queued for one room before senders get `resource-constraint`.
+    pub room_queue: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: "conference.{host}".to_owned(),
+            create: RoomCreation::Local,
+            admins: Vec::new(),
+            max_rooms: 10_000,
+            max_occupants: 1000,
+            history_default: 20,
+            history_max: 100,
+            logging_default: true,
+            persistent_default: false,
+            max_affiliations: 10_000,
+            room_queue: 1024,
+        }
+    }
+}
+
+impl MucConfig {
+    /// The service domain for `host`.
+    pub fn domain_for(&self, host: &str) -> String {
+        self.domain.replace("{host}", host)
+    }
+}
+
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
@@ -737,6 +812,43 @@ impl Config {
                 ),
             );
         }
+        let muc = &self.muc;
+        if muc.enabled {
+            let valid_hosts = self.server.hosts.iter().filter(|h| {
+                matches!(starling_proto::jid::Jid::parse(h), Ok(j) if j.is_bare() && j.node().is_none())
+            });
+            for host in valid_hosts {
+                let d = muc.domain_for(host);
+                let ok = matches!(starling_proto::jid::Jid::parse(&d),
+                    Ok(j) if j.is_bare() && j.node().is_none());
+                if !ok || self.is_local_host(&d) {
+                    problem(
+                        "domain",
+                        format!("muc.domain '{d}' must be a valid domain that is not a host"),
+                    );
+                }
+            }
+            for (key, value, min, max) in [
+                ("max_rooms", muc.max_rooms, 1, 10_000_000),
+                ("max_occupants", muc.max_occupants, 1, 1_000_000),
+                ("history_default", muc.history_default, 0, 1000),
+                ("history_max", muc.history_max, 0, 1000),
+                ("max_affiliations", muc.max_affiliations, 1, 1_000_000),
+                ("room_queue", muc.room_queue, 8, 1_000_000),
+            ] {
+                if value < min || value > max {
+                    problem(
+                        key,
+                        format!("muc.{key} = {value} is out of range ({min}..={max})"),
+                    );
+                }
+            }
+            for a in &muc.admins {
+                if !matches!(starling_proto::jid::Jid::parse(a), Ok(j) if j.is_bare()) {
+                    problem("admins", format!("muc.admins: '{a}' is not a bare JID"));
+                }
+            }
+        }
         problems
     }
 
@@ -848,6 +960,18 @@ mod tests {
         let bad = "[pep]\nmax_nodes = 0\n[[external_service]]\ntype = \"turn\"\nhost = \"t\"\nusername = \"u\"\n";
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn muc_section() {
+        let c = Config::from_toml("").unwrap();
+        assert!(c.muc.enabled);
+        assert_eq!(c.muc.domain_for("example.org"), "conference.example.org");
+        assert_eq!(c.muc.create, RoomCreation::Local);
+        let bad = "[muc]\ndomain = \"{host}\"\nmax_occupants = 0\ncreate = \"admins\"\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].line, Some(2), "{problems:?}");
     }
 
     #[test]

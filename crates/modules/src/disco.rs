@@ -1,8 +1,8 @@
 //! XEP-0030 Service Discovery answered by the server.
 //!
 //! - The server (§3.1): disco#info lists the server identity ([`SERVER_IDENTITY`]) and every
-//!   feature the enabled modules declare, nothing else; disco#items is empty until components
-//!   exist. A disco#info request to the node `NODE#VER` of the server's Entity Capabilities
+//!   feature the enabled modules declare, nothing else; disco#items lists the domains served by modules
+//!   (the chat room service). A disco#info request to the node `NODE#VER` of the server's Entity Capabilities
 //!   (XEP-0115 §6.2) gets the same answer with the node echoed; other nodes are
 //!   `item-not-found`.
 //! - An account's bare JID, answered on the account's behalf (RFC 6120 §10.5.3.1; the router
@@ -127,7 +127,16 @@ impl Module for Disco {
             if node.is_some() {
                 return Err(StanzaError::new(StanzaErrorCondition::ItemNotFound));
             }
-            return Ok(Some(Element::builder("query", ns::DISCO_ITEMS).build()));
+            // The services on their own domains (chat rooms): XEP-0030 §4, XEP-0045 §6.1.
+            let mut query = Element::builder("query", ns::DISCO_ITEMS).build();
+            for domain in server.served_domains() {
+                query.append_child(
+                    Element::builder("item", ns::DISCO_ITEMS)
+                        .with_attr("jid", domain)
+                        .build(),
+                );
+            }
+            return Ok(Some(query));
         }
         let features = server.disco_features();
         if let Some(n) = node {

@@ -12,6 +12,7 @@ pub mod disco;
 pub mod extdisco;
 pub mod last;
 pub mod mam;
+pub mod muc;
 pub mod offline;
 pub mod pep;
 pub mod ping;
@@ -92,6 +93,10 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         // After every other delivery filter: what it holds back was already allowed.
         Arc::new(csi::Csi::default()),
     ];
+    if config.muc.enabled {
+        // Serves its own domain (conference.<host>); no hooks, so its place is free.
+        modules.push(Arc::new(muc::Muc::new(config)));
+    }
     modules.retain(|m| !config.modules.disable.iter().any(|d| d == m.name()));
     // Last: its `ver` hashes the features of every module above.
     let caps = caps::Caps::for_modules(&modules);
