@@ -93,6 +93,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
         max_per_ip: c2s.max_connections_per_ip,
     });
     let registration = Arc::new(Registration::default());
+    let sm_registry = Arc::new(crate::smacks::Registry::default());
     let sasl_secret = load_or_create_secret(&server.config().server.data_dir.join("sasl-secret"))?;
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
@@ -111,6 +112,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
             limits.clone(),
             registration.clone(),
             sasl_secret.clone(),
+            sm_registry.clone(),
         )));
     }
     Ok(Listeners { addresses, tasks })
@@ -124,6 +126,7 @@ async fn accept_loop(
     limits: Arc<ConnectionLimits>,
     registration: Arc<Registration>,
     sasl_secret: Arc<[u8]>,
+    sm_registry: Arc<crate::smacks::Registry>,
 ) {
     let shutdown = server.shutdown_token().clone();
     loop {
@@ -149,6 +152,7 @@ async fn accept_loop(
         let tls = tls.clone();
         let registration = registration.clone();
         let sasl_secret = sasl_secret.clone();
+        let sm_registry = sm_registry.clone();
         tokio::spawn(async move {
             crate::negotiate::run_connection(
                 server,
@@ -158,6 +162,7 @@ async fn accept_loop(
                 kind,
                 registration,
                 sasl_secret,
+                sm_registry,
             )
             .await;
             drop(slot);

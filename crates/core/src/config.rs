@@ -153,6 +153,14 @@ pub struct C2sConfig {
     pub resource_conflict: ResourceConflict,
     /// PBKDF2 iterations for newly stored SCRAM credentials.
     pub scram_iterations: u32,
+    /// Seconds a stream-managed session (XEP-0198) whose connection broke stays hibernated,
+    /// bound and present, waiting for the client to resume it. 0 turns resumption off
+    /// (stream management still acks).
+    pub resume_timeout_secs: u64,
+    /// Most stanzas sent to a stream-managed client and not yet acknowledged. More close the
+    /// session as a slow consumer (`policy-violation`); what was not acknowledged is then
+    /// re-routed (other resources, offline storage, or an error to the sender).
+    pub max_unacked: usize,
 }
 
 impl Default for C2sConfig {
@@ -170,6 +178,8 @@ impl Default for C2sConfig {
             max_resources_per_account: 20,
             resource_conflict: ResourceConflict::KickOld,
             scram_iterations: 4096,
+            resume_timeout_secs: 300,
+            max_unacked: 1000,
         }
     }
 }
@@ -469,6 +479,7 @@ impl Config {
                 1,
                 10_000,
             ),
+            ("max_unacked", c2s.max_unacked, 8, 1_000_000),
         ];
         for (key, value, min, max) in limits {
             if value < min || value > max {
@@ -486,6 +497,15 @@ impl Config {
                     "idle_timeout_secs"
                 },
                 "timeouts must be at least one second".into(),
+            );
+        }
+        if c2s.resume_timeout_secs > 86_400 {
+            problem(
+                "resume_timeout_secs",
+                format!(
+                    "c2s.resume_timeout_secs = {} is out of range (0..=86400)",
+                    c2s.resume_timeout_secs
+                ),
             );
         }
         if !(1000..=10_000_000).contains(&c2s.scram_iterations) {
