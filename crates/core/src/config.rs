@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Personal eventing (XEP-0163) limits.
     pub pep: PepConfig,
+    /// Push notifications (XEP-0357).
+    pub push: PushConfig,
     /// STUN/TURN services offered through external service discovery (XEP-0215).
     #[serde(rename = "external_service")]
     pub external_services: Vec<ExternalService>,
@@ -64,6 +66,7 @@ impl Default for Config {
             register: RegisterConfig::default(),
             limits: LimitsConfig::default(),
             pep: PepConfig::default(),
+            push: PushConfig::default(),
             external_services: Vec::new(),
         }
     }
@@ -299,6 +302,29 @@ impl Default for PepConfig {
             max_nodes: 256,
             max_items: 1000,
             max_item_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[push]`: push notifications (XEP-0357) to the app servers of mobile clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Put the sender's JID in the notification (`last-message-sender`).
+    pub include_sender: bool,
+    /// Put the message text in the notification (`last-message-body`). Off by default: the
+    /// app server, and the push service behind it, would read every message (XEP-0357 §8).
+    pub include_body: bool,
+    /// Most push registrations (app server + node) one account may have.
+    pub max_registrations: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            include_sender: true,
+            include_body: false,
+            max_registrations: 10,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod pep;
 pub mod ping;
 pub mod presence;
 pub mod privacy;
+pub mod push;
 pub mod private;
 pub mod register;
 pub mod roster;
@@ -46,6 +47,7 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(mam::Mam::new(&config.mam)),
         Arc::new(carbons::Carbons::new()),
         Arc::new(offline::Offline::new(limits.offline_quota)),
+        Arc::new(push::Push::new(&config.push)),
         Arc::new(time::EntityTime),
         Arc::new(vcard::VCard::new(limits.vcard_max_bytes)),
         Arc::new(private::PrivateStorage::default()),
