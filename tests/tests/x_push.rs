@@ -62,7 +62,10 @@ async fn expect_notification(app: &mut Conn) -> (String, Element) {
         .and_then(|n| n.get_child("x", DATA))
         .unwrap_or_else(|| panic!("{}", xml(&iq)))
         .clone();
-    assert_eq!(field(&form, "FORM_TYPE").as_deref(), Some("urn:xmpp:push:summary"));
+    assert_eq!(
+        field(&form, "FORM_TYPE").as_deref(),
+        Some("urn:xmpp:push:summary")
+    );
     let options = pubsub
         .get_child("publish-options", PUBSUB)
         .and_then(|o| o.get_child("x", DATA))
@@ -106,7 +109,9 @@ async fn hibernated_and_offline_accounts_are_notified() {
     assert!(features.iter().any(|f| f == PUSH), "{features:?}");
     alice.send(ENABLE).await;
     expect_result(&mut alice, "en").await;
-    alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    alice
+        .send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
     let enabled = alice.recv().await;
     assert!(enabled.is("enabled", SM), "{}", xml(&enabled));
 
@@ -133,9 +138,15 @@ async fn hibernated_and_offline_accounts_are_notified() {
         field(&form, "last-message-sender").as_deref(),
         Some("bob@localhost/laptop")
     );
-    assert_eq!(field(&form, "last-message-body"), None, "no body by default");
-    app.send(&format!("<iq type='result' id='{id}' to='alice@localhost'/>"))
-        .await;
+    assert_eq!(
+        field(&form, "last-message-body"),
+        None,
+        "no body by default"
+    );
+    app.send(&format!(
+        "<iq type='result' id='{id}' to='alice@localhost'/>"
+    ))
+    .await;
 
     // The hibernation times out: alice is offline, and pushed to again.
     server
@@ -143,8 +154,10 @@ async fn hibernated_and_offline_accounts_are_notified() {
         .await;
     // (The timed-out session re-routes "two" to offline storage: one more notification.)
     let (id, _) = expect_notification(&mut app).await;
-    app.send(&format!("<iq type='result' id='{id}' to='alice@localhost'/>"))
-        .await;
+    app.send(&format!(
+        "<iq type='result' id='{id}' to='alice@localhost'/>"
+    ))
+    .await;
     bob.send("<message to='alice@localhost' type='chat' id='b3'><body>three</body></message>")
         .await;
     let (id, form) = expect_notification(&mut app).await;

@@ -34,7 +34,8 @@ async fn authenticated(server: &TestServer, user: &str) -> (Conn, Element) {
 
 /// Sends `<enable resume='true'/>` and returns the resumption id.
 async fn enable_resumable(c: &mut Conn) -> String {
-    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await;
+    c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
     let enabled = c.recv().await;
     assert!(enabled.is("enabled", SM), "{}", xml(&enabled));
     assert_eq!(enabled.attr("resume"), Some("true"), "{}", xml(&enabled));
@@ -89,7 +90,10 @@ async fn wait_offline(server: &TestServer, user: &str, n: usize) {
         if count >= n {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{count} offline, expected {n}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} offline, expected {n}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -130,7 +134,9 @@ async fn enable_after_bind_and_acks_are_counted() {
     c.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
     let failed = c.recv().await;
     assert!(failed.is("failed", SM), "{}", xml(&failed));
-    assert!(failed.get_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas").is_some());
+    assert!(failed
+        .get_child("unexpected-request", "urn:ietf:params:xml:ns:xmpp-stanzas")
+        .is_some());
     c.bind(Some("phone")).await;
     c.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
     let enabled = c.recv().await;
@@ -217,7 +223,11 @@ async fn cut_connection_is_resumed_with_every_message_once() {
     let (mut alice, resumed) = resume(&server, "alice", &previd, alice_h).await;
     assert!(resumed.is("resumed", SM), "{}", xml(&resumed));
     assert_eq!(resumed.attr("previd"), Some(previd.as_str()));
-    assert_eq!(resumed.attr("h"), Some("2"), "the server handled alice's 2 stanzas");
+    assert_eq!(
+        resumed.attr("h"),
+        Some("2"),
+        "the server handled alice's 2 stanzas"
+    );
     // Every message not handled before the cut arrives, each once, in order: 6..10 again
     // (marked as delayed), then 11..15.
     let mut rest = Vec::new();
@@ -340,11 +350,19 @@ async fn hibernation_hides_the_cut_and_timeout_sends_unacked_offline() {
     for n in 4..=5 {
         bob.send(&chat("alice@localhost", n)).await;
     }
-    bob.expect_none(Duration::from_millis(700), |e| e.name() == "presence" || e.attr("type") == Some("error"))
-        .await;
+    bob.expect_none(Duration::from_millis(700), |e| {
+        e.name() == "presence" || e.attr("type") == Some("error")
+    })
+    .await;
     // The timeout ends the session: now bob sees alice go offline.
     server.wait_unbound(&alice_full).await;
-    expect_presence(&mut bob, "alice@localhost/phone", "bob@localhost", Some("unavailable")).await;
+    expect_presence(
+        &mut bob,
+        "alice@localhost/phone",
+        "bob@localhost",
+        Some("unavailable"),
+    )
+    .await;
     quiet(&mut bob).await;
     wait_offline(&server, "alice", 5).await;
 

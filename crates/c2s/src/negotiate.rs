@@ -109,10 +109,13 @@ pub(crate) async fn run_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
-    registration: Arc<Registration>,
-    sasl_secret: Arc<[u8]>,
-    sm_registry: Arc<Registry>,
+    shared: crate::listener::Shared,
 ) {
+    let crate::listener::Shared {
+        registration,
+        sasl_secret,
+        sm_registry,
+    } = shared;
     let c2s = &server.config().c2s;
     let limits = Limits {
         max_stanza_bytes: c2s.max_stanza_bytes,

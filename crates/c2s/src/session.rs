@@ -58,7 +58,7 @@ enum Exit {
     /// The socket died (or a hibernated session ended): nothing more to write.
     Broken,
     /// Another connection resumed this session while this one was still up.
-    Replaced(ResumeRequest),
+    Replaced(Box<ResumeRequest>),
 }
 
 /// The state of one bound session task.
@@ -118,7 +118,7 @@ pub(crate) async fn run(
         match exit {
             Exit::Replaced(req) => {
                 tracing::info!(old = %s.peer, new = %req.peer, jid = %s.jid, "session resumed on a new connection; closing the old one");
-                if let Err(e) = s.take_over(req).await {
+                if let Err(e) = s.take_over(*req).await {
                     pending = Some(e);
                 }
             }
@@ -151,7 +151,7 @@ impl Session {
                 biased;
                 _ = shutdown.cancelled() => return Exit::Error(StreamError::new(SE::SystemShutdown)),
                 reason = close_signal.closed() => return Exit::Error(reason),
-                req = next_resume(&mut self.resume_rx) => return Exit::Replaced(req),
+                req = next_resume(&mut self.resume_rx) => return Exit::Replaced(Box::new(req)),
                 out = inbox.rx.recv() => {
                     let Some(starling_core::Outbound::Stanza(el)) = out else { return Exit::Broken };
                     self.write_stanza(el);
@@ -351,7 +351,10 @@ impl Session {
         self.peer = peer;
         // Negotiation may have given up waiting (handshake timeout); the stream is ours anyway.
         let _ = reply.send(Ok(()));
-        let sm = self.sm.as_mut().expect("only resumable sessions take resumption requests");
+        let sm = self
+            .sm
+            .as_mut()
+            .expect("only resumable sessions take resumption requests");
         if let Err(too_high) = sm.on_ack(h) {
             return Err(Exit::TooHigh(too_high));
         }

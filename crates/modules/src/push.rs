@@ -86,7 +86,10 @@ impl Push {
         };
         let node = payload.attr("node").unwrap_or_default();
         if node.is_empty() {
-            return Err(StanzaError::with_text(Cond::BadRequest, "'node' is required"));
+            return Err(StanzaError::with_text(
+                Cond::BadRequest,
+                "'node' is required",
+            ));
         }
         let k = key(app.as_str(), node);
         let storage = server.storage();
@@ -215,11 +218,9 @@ impl Push {
                 .append(
                     Element::builder("publish", NS_PUBSUB)
                         .with_attr("node", node)
-                        .append(
-                            Element::builder("item", NS_PUBSUB).append(
-                                Element::builder("notification", NS_PUSH).append(summary.clone()),
-                            ),
-                        ),
+                        .append(Element::builder("item", NS_PUBSUB).append(
+                            Element::builder("notification", NS_PUSH).append(summary.clone()),
+                        )),
                 )
                 .build();
             if let Some(options) = reg.get_child("x", NS_DATA) {
@@ -377,7 +378,7 @@ mod tests {
     #[test]
     fn summary_form_has_one_value_per_field() {
         let form = data_form(&[
-                ("FORM_TYPE", NS_SUMMARY.to_owned()),
+            ("FORM_TYPE", NS_SUMMARY.to_owned()),
             ("message-count", "2".to_owned()),
         ]);
         let vars: Vec<_> = form
