@@ -467,3 +467,46 @@ async fn too_many_unacked_closes_and_nothing_is_lost() {
     let expected: BTreeMap<String, usize> = (1..=20).map(|n| (format!("m{n}"), 1)).collect();
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn inactive_client_resumes_and_gets_held_presence_on_active() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "laptop").await;
+    befriend(&mut alice, &mut bob).await;
+    let previd = enable_resumable(&mut alice).await;
+    let alice_full = alice.jid.clone().unwrap();
+    // The phone goes into a pocket (XEP-0352), then into a tunnel.
+    alice.send("<inactive xmlns='urn:xmpp:csi:0'/>").await;
+    quiet_sm(&mut alice).await; // one result received
+    let bob_full = "bob@localhost/laptop";
+    bob.send("<presence><show>away</show><status>lunch</status></presence>")
+        .await;
+    expect_presence(&mut bob, bob_full, bob_full, None).await;
+    bob.send(&chat("alice@localhost/phone", 1)).await;
+    quiet(&mut bob).await;
+    // The message goes through at once; the presence is held.
+    let m1 = recv_skip_r(&mut alice).await;
+    assert_eq!(body(&m1).as_deref(), Some("message 1"), "{}", xml(&m1));
+    drop(alice);
+    wait_hibernated(&server, &alice_full).await;
+    bob.send("<presence><show>away</show><status>back soon</status></presence>")
+        .await;
+    expect_presence(&mut bob, bob_full, bob_full, None).await;
+    quiet(&mut bob).await;
+
+    let (mut alice, resumed) = resume(&server, "alice", &previd, 2).await;
+    assert!(resumed.is("resumed", SM), "{}", xml(&resumed));
+    // Still inactive after the resume: nothing arrives until alice is active again, then
+    // bob's latest presence does.
+    quiet_sm(&mut alice).await;
+    alice.send("<active xmlns='urn:xmpp:csi:0'/>").await;
+    let p = recv_skip_r(&mut alice).await;
+    assert_eq!(p.name(), "presence", "{}", xml(&p));
+    assert_eq!(p.attr("from"), Some("bob@localhost/laptop"));
+    assert_eq!(
+        p.get_child("status", CLIENT).map(|s| s.text()).as_deref(),
+        Some("back soon")
+    );
+    quiet_sm(&mut alice).await;
+}
