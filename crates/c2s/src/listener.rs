@@ -84,6 +84,17 @@ impl ConnectionLimits {
     }
 }
 
+/// What every connection of every client listener shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    /// In-band registration state (XEP-0077).
+    pub registration: Arc<Registration>,
+    /// Keys the fake SCRAM salts of unknown users, stable across restarts.
+    pub sasl_secret: Arc<[u8]>,
+    /// Resumable stream-managed sessions (XEP-0198).
+    pub sm_registry: Arc<crate::smacks::Registry>,
+}
+
 /// Binds every configured listener and starts its accept loop.
 pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::Result<Listeners> {
     let c2s = &server.config().c2s;
@@ -92,8 +103,11 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
         per_ip: Mutex::new(HashMap::new()),
         max_per_ip: c2s.max_connections_per_ip,
     });
-    let registration = Arc::new(Registration::default());
-    let sasl_secret = load_or_create_secret(&server.config().server.data_dir.join("sasl-secret"))?;
+    let shared = Shared {
+        registration: Arc::new(Registration::default()),
+        sasl_secret: load_or_create_secret(&server.config().server.data_dir.join("sasl-secret"))?,
+        sm_registry: Arc::new(crate::smacks::Registry::default()),
+    };
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
     for l in &server.config().listeners {
@@ -109,8 +123,7 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
             server.clone(),
             tls.clone(),
             limits.clone(),
-            registration.clone(),
-            sasl_secret.clone(),
+            shared.clone(),
         )));
     }
     Ok(Listeners { addresses, tasks })
@@ -122,8 +135,7 @@ async fn accept_loop(
     server: Arc<Server>,
     tls: TlsSettings,
     limits: Arc<ConnectionLimits>,
-    registration: Arc<Registration>,
-    sasl_secret: Arc<[u8]>,
+    shared: Shared,
 ) {
     let shutdown = server.shutdown_token().clone();
     loop {
@@ -147,19 +159,9 @@ async fn accept_loop(
         };
         let server = server.clone();
         let tls = tls.clone();
-        let registration = registration.clone();
-        let sasl_secret = sasl_secret.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            crate::negotiate::run_connection(
-                server,
-                tls,
-                tcp,
-                peer,
-                kind,
-                registration,
-                sasl_secret,
-            )
-            .await;
+            crate::negotiate::run_connection(server, tls, tcp, peer, kind, shared).await;
             drop(slot);
         });
     }

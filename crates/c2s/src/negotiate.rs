@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::register::{Registration, NS_FEATURE, NS_REGISTER};
+use crate::smacks::{failed_xml, LookupError, Registry, ResumeRequest, NS_SM};
 use crate::tls::{channel_bindings, TlsSettings};
 use crate::transport::Transport;
 
@@ -69,6 +70,14 @@ pub(crate) struct Bound {
     pub inbox: starling_core::session::SessionInbox,
 }
 
+/// How negotiation ended well.
+pub(crate) enum Negotiated {
+    /// A resource was bound: the session loop takes over.
+    Bound(Bound),
+    /// The stream was handed to a hibernated session it resumed (XEP-0198 §5).
+    Resumed,
+}
+
 /// State of one connection during negotiation.
 pub(crate) struct Negotiation {
     server: Arc<Server>,
@@ -90,6 +99,8 @@ pub(crate) struct Negotiation {
     registered: bool,
     /// Keys the fake SCRAM salts of unknown users, stable across restarts.
     sasl_secret: Arc<[u8]>,
+    /// Resumable sessions (XEP-0198), for `<resume/>` instead of bind.
+    sm_registry: Arc<Registry>,
 }
 
 pub(crate) async fn run_connection(
@@ -98,9 +109,13 @@ pub(crate) async fn run_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     kind: ListenerKind,
-    registration: Arc<Registration>,
-    sasl_secret: Arc<[u8]>,
+    shared: crate::listener::Shared,
 ) {
+    let crate::listener::Shared {
+        registration,
+        sasl_secret,
+        sm_registry,
+    } = shared;
     let c2s = &server.config().c2s;
     let limits = Limits {
         max_stanza_bytes: c2s.max_stanza_bytes,
@@ -140,6 +155,7 @@ pub(crate) async fn run_connection(
         registration,
         registered: false,
         sasl_secret,
+        sm_registry: sm_registry.clone(),
     };
     let outcome = tokio::select! {
         r = neg.negotiate() => r,
@@ -150,12 +166,14 @@ pub(crate) async fn run_connection(
         _ = shutdown.cancelled() => Err(End::Error(StreamError::new(SE::SystemShutdown))),
     };
     match outcome {
-        Ok(bound) => {
+        Ok(Negotiated::Bound(bound)) => {
             let host = neg.host.clone().unwrap_or_default();
             if let Some(stream) = neg.stream.take() {
-                crate::session::run(server, stream, bound, host, peer).await;
+                crate::session::run(server, stream, bound, host, peer, sm_registry).await;
             }
         }
+        // The resumed session's task owns the stream now.
+        Ok(Negotiated::Resumed) => {}
         Err(end) => neg.finish(end).await,
     }
 }
@@ -204,7 +222,7 @@ impl Negotiation {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
 
-    async fn negotiate(&mut self) -> Result<Bound, End> {
+    async fn negotiate(&mut self) -> Result<Negotiated, End> {
         loop {
             self.open_stream().await?;
             // Read first-level elements until one of them restarts the stream or binds.
@@ -231,8 +249,21 @@ impl Negotiation {
                     }
                     (ns::CLIENT, "iq") if self.user.is_some() => {
                         if let Some(bound) = self.bind(&el).await? {
-                            return Ok(bound);
+                            return Ok(Negotiated::Bound(bound));
                         }
+                    }
+                    (NS_SM, "resume") if self.user.is_some() => {
+                        if self.resume(&el).await? {
+                            return Ok(Negotiated::Resumed);
+                        }
+                    }
+                    (NS_SM, "resume" | "enable") => {
+                        // XEP-0198 §3, §5: enable after binding, resume after authenticating.
+                        self.send_raw(&failed_xml("unexpected-request", None))
+                            .await?;
+                    }
+                    (NS_SM, "r" | "a") => {
+                        tracing::debug!(peer = %self.peer, "stream management nonza before enable; ignored");
                     }
                     (ns::CLIENT, "iq") if el.get_child("query", NS_REGISTER).is_some() => {
                         self.register(&el).await?;
@@ -386,6 +417,8 @@ impl Negotiation {
             out.push_str(
                 "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>",
             );
+            // XEP-0198: enable after binding, or resume instead of binding.
+            out.push_str("<sm xmlns='urn:xmpp:sm:3'/>");
             let mut buf = Vec::new();
             for f in self.server.stream_features() {
                 writer::write_element(&f, &mut buf);
@@ -633,6 +666,52 @@ impl Negotiation {
             ));
         }
         Ok(())
+    }
+
+    /// `<resume/>` after authentication (XEP-0198 §5): hands this stream to the session named
+    /// by `previd` if the authenticated account owns it. Ok(true) = the session took the
+    /// stream; Ok(false) = `<failed/>` was sent and negotiation continues (the client may bind).
+    async fn resume(&mut self, el: &Element) -> Result<bool, End> {
+        let user = self.user.clone().expect("authenticated");
+        let previd = el.attr("previd").unwrap_or_default().to_owned();
+        let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+            self.send_raw(&failed_xml("bad-request", None)).await?;
+            return Ok(false);
+        };
+        let tx = match self.sm_registry.lookup(&previd, &user) {
+            Ok((_, tx)) => tx,
+            Err(e) => {
+                // Someone else's id gets the same answer as an unknown one.
+                if e == LookupError::NotYours {
+                    tracing::warn!(peer = %self.peer, user = %user, "resumption of another account's session refused");
+                } else {
+                    tracing::info!(peer = %self.peer, user = %user, "resumption of an unknown or expired session");
+                }
+                self.send_raw(&failed_xml("item-not-found", None)).await?;
+                return Ok(false);
+            }
+        };
+        let stream = self.stream.take().expect("stream present");
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = ResumeRequest {
+            stream,
+            h,
+            peer: self.peer,
+            reply,
+        };
+        let given_back = match tx.send(request).await {
+            Err(tokio::sync::mpsc::error::SendError(req)) => req.stream,
+            Ok(()) => match answer.await {
+                Ok(Ok(())) => return Ok(true),
+                Ok(Err(stream)) => stream,
+                // The session task dropped the request with the stream in it.
+                Err(_) => return Err(End::Broken),
+            },
+        };
+        // The session ended between the lookup and the request.
+        self.stream = Some(given_back);
+        self.send_raw(&failed_xml("item-not-found", None)).await?;
+        Ok(false)
     }
 
     /// Handles an IQ after authentication: resource binding (RFC 6120 §7). Ok(Some) = bound.

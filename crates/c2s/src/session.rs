@@ -4,9 +4,19 @@
 //! names anyone else closes the stream with `invalid-from`), `to` is validated (a malformed
 //! one gets `jid-malformed`), IQs are checked (id, exactly one payload for get/set), and the
 //! stanza goes to the router. The client state nonzas of XEP-0352 (`<active/>`,
-//! `<inactive/>`) are recorded through [`Server::client_state`]. Outbound: the session's bounded queue is drained in batches
-//! into one write. The loop also watches the idle timeout, a close request (conflict, slow
-//! consumer) and server shutdown (`system-shutdown`).
+//! `<inactive/>`) are recorded through [`Server::client_state`]. Outbound: the session's
+//! bounded queue is drained in batches into one write. The loop also watches the idle
+//! timeout, a close request (conflict, slow consumer) and server shutdown (`system-shutdown`).
+//!
+//! Stream management (XEP-0198, state in [`crate::smacks`]): `<enable/>`, `<r/>` and `<a/>`
+//! are answered here; every stanza written is kept until the client acknowledges it, and an
+//! `<r/>` follows a write whenever none is outstanding. When the connection of a resumable
+//! session breaks, the task *hibernates*: it stays bound (routing and presence unchanged, no
+//! unavailable broadcast), its queue fills, and it waits up to the resumption timeout for a
+//! new connection's `<resume/>` ([`crate::negotiate`] hands the new stream over). When the
+//! session ends without resumption — timeout, clean close, stream error — what the client
+//! never acknowledged is re-routed as if sent to an unavailable resource: another resource,
+//! offline storage, or an error to the sender. Never silently dropped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +24,9 @@ use std::time::Duration;
 
 use minidom::Element;
 use starling_core::module::SessionEvent;
+use starling_core::session::{CloseSignal, SessionInbox};
 use starling_core::xml::{BuilderExt, ElementExt};
-use starling_core::Server;
+use starling_core::{Server, SessionHandle};
 use starling_proto::error::{
     error_reply, StanzaError, StanzaErrorCondition as Cond, StreamError, StreamErrorCondition as SE,
 };
@@ -23,31 +34,60 @@ use starling_proto::framer::StreamEvent;
 use starling_proto::jid::Jid;
 use starling_proto::{ns, writer};
 use starling_stream::{ReadError, XmlStream};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::negotiate::{stream_error_xml, Bound};
+use crate::smacks::{failed_xml, Registry, ResumeRequest, SmState, TooHigh, NS_SM};
 use crate::transport::Transport;
 
 /// Outbound stanzas written per batch before flushing.
 const WRITE_BATCH: usize = 64;
 /// Client state indication (XEP-0352): the `<active/>` and `<inactive/>` nonzas.
 const NS_CSI: &str = "urn:xmpp:csi:0";
+/// The ack request nonza (XEP-0198 §4).
+const ACK_REQUEST: &str = "<r xmlns='urn:xmpp:sm:3'/>";
 
 enum Exit {
     /// Close with a stream error.
     Error(StreamError),
+    /// The client acknowledged more than was sent (XEP-0198 §6).
+    TooHigh(TooHigh),
     /// The client closed its stream: answer with ours.
     Closed,
-    /// The socket died.
+    /// The socket died (or a hibernated session ended): nothing more to write.
     Broken,
+    /// Another connection resumed this session while this one was still up.
+    Replaced(Box<ResumeRequest>),
+}
+
+/// The state of one bound session task.
+struct Session {
+    server: Arc<Server>,
+    jid: Jid,
+    handle: SessionHandle,
+    /// The current connection; replaced when the session is resumed.
+    stream: XmlStream<Transport>,
+    peer: SocketAddr,
+    /// The client sent available presence and has not gone unavailable since.
+    available: bool,
+    /// Stream management, once the client enabled it.
+    sm: Option<SmState>,
+    /// Resumption requests from new connections, while the session is resumable.
+    resume_rx: Option<mpsc::Receiver<ResumeRequest>>,
+    /// How long to wait hibernated (the configured timeout, or less if the client asked).
+    resume_timeout: Duration,
+    registry: Arc<Registry>,
+    close_signal: CloseSignal,
 }
 
 pub(crate) async fn run(
     server: Arc<Server>,
-    mut stream: XmlStream<Transport>,
+    stream: XmlStream<Transport>,
     bound: Bound,
     _host: String,
     peer: SocketAddr,
+    registry: Arc<Registry>,
 ) {
     let Bound {
         jid,
@@ -55,111 +95,375 @@ pub(crate) async fn run(
         mut inbox,
     } = bound;
     server.session_event(SessionEvent::Bound(jid.clone())).await;
-    let idle = Duration::from_secs(server.config().c2s.idle_timeout_secs);
-    let shutdown = server.shutdown_token().clone();
-    let mut last_bytes = stream.bytes_in();
-    let mut idle_deadline = Instant::now() + idle;
-    let mut available = false;
     let close_signal = inbox.close_signal();
-
+    let mut s = Session {
+        resume_timeout: Duration::from_secs(server.config().c2s.resume_timeout_secs),
+        server,
+        jid,
+        handle,
+        stream,
+        peer,
+        available: false,
+        sm: None,
+        resume_rx: None,
+        registry,
+        close_signal,
+    };
+    let mut pending: Option<Exit> = None;
     let exit = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break Exit::Error(StreamError::new(SE::SystemShutdown)),
-            reason = close_signal.closed() => break Exit::Error(reason),
-            out = inbox.rx.recv() => {
-                let Some(starling_core::Outbound::Stanza(el)) = out else { break Exit::Broken };
-                stream.queue(&el);
-                let mut n = 1;
-                while n < WRITE_BATCH {
-                    match inbox.rx.try_recv() {
-                        Ok(starling_core::Outbound::Stanza(el)) => { stream.queue(&el); n += 1; }
-                        Err(_) => break,
-                    }
-                }
-                // A client that stops reading blocks this write once its socket buffers are
-                // full; meanwhile its queue fills and the router asks it to close. Race the
-                // write against that request (and shutdown), or a dead reader would hold its
-                // session forever. The flush is cancel-safe; the exit path tries once more.
-                tokio::select! {
-                    biased;
-                    r = stream.flush() => if r.is_err() { break Exit::Broken },
-                    _ = shutdown.cancelled() => break Exit::Error(StreamError::new(SE::SystemShutdown)),
-                    reason = close_signal.closed() => break Exit::Error(reason),
+        let exit = match pending.take() {
+            Some(e) => e,
+            None => s.connected(&mut inbox).await,
+        };
+        match exit {
+            Exit::Replaced(req) => {
+                tracing::info!(old = %s.peer, new = %req.peer, jid = %s.jid, "session resumed on a new connection; closing the old one");
+                if let Err(e) = s.take_over(*req).await {
+                    pending = Some(e);
                 }
             }
-            ev = stream.next_event() => {
-                idle_deadline = Instant::now() + idle;
-                match ev {
-                    Ok(StreamEvent::Stanza(el)) if el.ns() == NS_CSI && matches!(el.name(), "active" | "inactive") => {
-                        // XEP-0352 §4: no answer; modules filter what this session receives.
-                        server.client_state(&handle, &jid, el.name() == "inactive").await;
+            Exit::Broken if s.resume_rx.is_some() => match s.hibernate().await {
+                Ok(req) => {
+                    if let Err(e) = s.take_over(req).await {
+                        pending = Some(e);
                     }
-                    Ok(StreamEvent::Stanza(el)) => {
-                        match inbound(&server, &jid, el, &mut available).await {
-                            Ok(()) => {}
-                            Err(e) => break Exit::Error(e),
-                        }
-                    }
-                    Ok(StreamEvent::Close) => break Exit::Closed,
-                    Ok(StreamEvent::Open(_)) => break Exit::Error(StreamError::with_text(SE::InvalidXml, "unexpected stream header")),
-                    Err(ReadError::Stream(e)) => break Exit::Error(e),
-                    Err(_) => break Exit::Broken,
                 }
-            }
-            _ = tokio::time::sleep_until(idle_deadline) => {
-                // Whitespace keepalives produce no event; count them through bytes_in.
-                if stream.bytes_in() != last_bytes {
-                    last_bytes = stream.bytes_in();
-                    idle_deadline = Instant::now() + idle;
-                } else {
-                    break Exit::Error(StreamError::with_text(SE::ConnectionTimeout, "idle for too long"));
-                }
-            }
+                Err(e) => break e,
+            },
+            other => break other,
         }
     };
+    s.finish(inbox, exit).await;
+}
 
-    // Leave the routing table first so nothing new is queued for us, then finish everything
-    // the rest of the server must see (unavailable presence, re-routing of what was still
-    // queued, module events) before touching the socket: a peer that reads slowly must not
-    // delay them, and a session taking over this resource waits for exactly this part.
-    server.router().unbind(&jid, handle.id());
-    inbox.rx.close();
-    let mut leftovers = Vec::new();
-    while let Ok(starling_core::Outbound::Stanza(el)) = inbox.rx.try_recv() {
-        leftovers.push(el);
+impl Session {
+    /// Runs the session over its current connection until something ends it.
+    async fn connected(&mut self, inbox: &mut SessionInbox) -> Exit {
+        let server = self.server.clone();
+        let idle = Duration::from_secs(server.config().c2s.idle_timeout_secs);
+        let max_unacked = server.config().c2s.max_unacked;
+        let shutdown = server.shutdown_token().clone();
+        let mut last_bytes = self.stream.bytes_in();
+        let mut idle_deadline = Instant::now() + idle;
+        let close_signal = self.close_signal.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Exit::Error(StreamError::new(SE::SystemShutdown)),
+                reason = close_signal.closed() => return Exit::Error(reason),
+                req = next_resume(&mut self.resume_rx) => return Exit::Replaced(Box::new(req)),
+                out = inbox.rx.recv() => {
+                    let Some(starling_core::Outbound::Stanza(el)) = out else { return Exit::Broken };
+                    self.write_stanza(el);
+                    let mut n = 1;
+                    while n < WRITE_BATCH {
+                        match inbox.rx.try_recv() {
+                            Ok(starling_core::Outbound::Stanza(el)) => { self.write_stanza(el); n += 1; }
+                            Err(_) => break,
+                        }
+                    }
+                    if let Some(sm) = self.sm.as_mut() {
+                        if sm.unacked_len() > max_unacked {
+                            tracing::warn!(jid = %self.jid, unacked = sm.unacked_len(), "too many unacknowledged stanzas: closing slow consumer");
+                            return Exit::Error(StreamError::with_text(
+                                SE::PolicyViolation,
+                                "too many unacknowledged stanzas (slow consumer)",
+                            ));
+                        }
+                        if sm.should_request_ack() {
+                            self.stream.queue_raw(ACK_REQUEST);
+                        }
+                    }
+                    if let Some(exit) = self.flush().await {
+                        return exit;
+                    }
+                }
+                ev = self.stream.next_event() => {
+                    idle_deadline = Instant::now() + idle;
+                    match ev {
+                        Ok(StreamEvent::Stanza(el)) if el.ns() == NS_CSI && matches!(el.name(), "active" | "inactive") => {
+                            // XEP-0352 §4: no answer; modules filter what this session receives.
+                            server.client_state(&self.handle, &self.jid, el.name() == "inactive").await;
+                        }
+                        Ok(StreamEvent::Stanza(el)) if el.ns() == NS_SM => {
+                            if let Some(exit) = self.sm_nonza(&el).await {
+                                return exit;
+                            }
+                        }
+                        Ok(StreamEvent::Stanza(el)) => {
+                            if let Some(sm) = self.sm.as_mut() {
+                                sm.on_handled();
+                            }
+                            if let Err(e) = inbound(&server, &self.jid, el, &mut self.available).await {
+                                return Exit::Error(e);
+                            }
+                        }
+                        Ok(StreamEvent::Close) => return Exit::Closed,
+                        Ok(StreamEvent::Open(_)) => return Exit::Error(StreamError::with_text(SE::InvalidXml, "unexpected stream header")),
+                        Err(ReadError::Stream(e)) => return Exit::Error(e),
+                        Err(_) => return Exit::Broken,
+                    }
+                }
+                _ = tokio::time::sleep_until(idle_deadline) => {
+                    // Whitespace keepalives produce no event; count them through bytes_in.
+                    if self.stream.bytes_in() != last_bytes {
+                        last_bytes = self.stream.bytes_in();
+                        idle_deadline = Instant::now() + idle;
+                    } else if self.resume_rx.is_some() {
+                        // A silent resumable client is most likely behind a dead connection:
+                        // keep its session for a resume instead of ending it.
+                        tracing::info!(jid = %self.jid, "idle for too long; hibernating");
+                        return Exit::Broken;
+                    } else {
+                        return Exit::Error(StreamError::with_text(SE::ConnectionTimeout, "idle for too long"));
+                    }
+                }
+            }
+        }
     }
-    if available {
-        let unavailable = Element::builder("presence", ns::CLIENT)
-            .with_attr("type", "unavailable")
-            .with_attr("from", jid.as_str())
-            .build();
-        server.broadcast_presence(&jid, unavailable).await;
-    }
-    for el in leftovers {
-        // Re-route as if this session had never been there: messages fall back to the bare
-        // JID (other resources or offline storage), IQ requests get an error, and a session
-        // that took over this full JID receives what was addressed to it.
-        server.route(el).await;
-    }
-    server.session_event(SessionEvent::Ended(jid.clone())).await;
-    // Signals `SessionHandle::finished` to a session waiting to take over this resource.
-    drop(inbox);
 
-    match &exit {
-        Exit::Error(e) => {
-            tracing::info!(%peer, %jid, condition = e.condition.name(), text = ?e.text, "closing session with stream error");
-            stream.queue_raw(&stream_error_xml(e));
-            stream.queue_raw(writer::STREAM_CLOSE);
+    /// Queues one outbound stanza, keeping it for acknowledgement under stream management.
+    fn write_stanza(&mut self, el: Element) {
+        self.stream.queue(&el);
+        if let Some(sm) = self.sm.as_mut() {
+            sm.on_sent(el);
         }
-        Exit::Closed => {
-            tracing::info!(%peer, %jid, "session closed by client");
-            stream.queue_raw(writer::STREAM_CLOSE);
-        }
-        Exit::Broken => tracing::info!(%peer, %jid, "connection lost"),
     }
-    if !matches!(exit, Exit::Broken) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+
+    /// Flushes what is queued. A client that stops reading blocks this write once its socket
+    /// buffers are full; meanwhile its queue fills and the router asks it to close. Race the
+    /// write against that request (and shutdown), or a dead reader would hold its session
+    /// forever. The flush is cancel-safe; the exit path tries once more.
+    async fn flush(&mut self) -> Option<Exit> {
+        let shutdown = self.server.shutdown_token().clone();
+        let close_signal = self.close_signal.clone();
+        tokio::select! {
+            biased;
+            r = self.stream.flush() => r.is_err().then_some(Exit::Broken),
+            _ = shutdown.cancelled() => Some(Exit::Error(StreamError::new(SE::SystemShutdown))),
+            reason = close_signal.closed() => Some(Exit::Error(reason)),
+        }
+    }
+
+    /// Answers a stream management nonza (XEP-0198) in the bound stream.
+    async fn sm_nonza(&mut self, el: &Element) -> Option<Exit> {
+        match el.name() {
+            "enable" => {
+                let answer = self.enable(el);
+                self.stream.queue_raw(&answer);
+                self.flush().await
+            }
+            "r" => {
+                let Some(sm) = self.sm.as_ref() else {
+                    tracing::debug!(jid = %self.jid, "<r/> before <enable/>; ignored");
+                    return None;
+                };
+                let a = format!("<a xmlns='{NS_SM}' h='{}'/>", sm.handled());
+                self.stream.queue_raw(&a);
+                self.flush().await
+            }
+            "a" => {
+                let sm = self.sm.as_mut()?;
+                let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return Some(Exit::Error(StreamError::with_text(
+                        SE::InvalidXml,
+                        "<a/> needs an 'h' between 0 and 4294967295",
+                    )));
+                };
+                match sm.on_ack(h) {
+                    Ok(_) => None,
+                    Err(too_high) => Some(Exit::TooHigh(too_high)),
+                }
+            }
+            "resume" => {
+                // Only instead of binding (XEP-0198 §5).
+                self.stream
+                    .queue_raw(&failed_xml("unexpected-request", None));
+                self.flush().await
+            }
+            _ => Some(Exit::Error(StreamError::with_text(
+                SE::UnsupportedStanzaType,
+                format!("unknown stream management element <{}/>", el.name()),
+            ))),
+        }
+    }
+
+    /// Enables stream management (XEP-0198 §3); returns the answer to send.
+    fn enable(&mut self, el: &Element) -> String {
+        if self.sm.is_some() {
+            return failed_xml("unexpected-request", None);
+        }
+        let configured = self.server.config().c2s.resume_timeout_secs;
+        let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
+        if wants_resume && configured > 0 {
+            // The client may ask for a shorter wait than ours, never a longer one.
+            let max = el
+                .attr("max")
+                .and_then(|m| m.parse::<u64>().ok())
+                .filter(|&m| m > 0)
+                .map_or(configured, |m| m.min(configured));
+            self.resume_timeout = Duration::from_secs(max);
+            let (id, rx) = self.registry.register(self.jid.clone());
+            self.resume_rx = Some(rx);
+            let answer = format!("<enabled xmlns='{NS_SM}' id='{id}' resume='true' max='{max}'/>");
+            self.sm = Some(SmState::new(Some(id)));
+            tracing::info!(jid = %self.jid, max, "stream management enabled with resumption");
+            answer
+        } else {
+            self.sm = Some(SmState::new(None));
+            tracing::info!(jid = %self.jid, "stream management enabled");
+            format!("<enabled xmlns='{NS_SM}'/>")
+        }
+    }
+
+    /// Waits, bound and present, for the client to resume (XEP-0198 §5). Err: the session
+    /// ends (timeout, shutdown, or a close request such as a new session taking the resource).
+    async fn hibernate(&mut self) -> Result<ResumeRequest, Exit> {
+        self.handle.set_hibernated(true);
+        let unacked = self.sm.as_ref().map_or(0, SmState::unacked_len);
+        tracing::info!(jid = %self.jid, timeout = ?self.resume_timeout, unacked, "connection lost; session hibernated");
+        let deadline = Instant::now() + self.resume_timeout;
+        let shutdown = self.server.shutdown_token().clone();
+        let close_signal = self.close_signal.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => Err(Exit::Broken),
+            _ = close_signal.closed() => Err(Exit::Broken),
+            req = next_resume(&mut self.resume_rx) => Ok(req),
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::info!(jid = %self.jid, "resumption timeout: ending hibernated session");
+                Err(Exit::Broken)
+            }
+        }
+    }
+
+    /// Continues the session on a resuming connection: applies the client's `h`, answers
+    /// `<resumed/>` and retransmits what was not acknowledged.
+    async fn take_over(&mut self, req: ResumeRequest) -> Result<(), Exit> {
+        let ResumeRequest {
+            stream,
+            h,
+            peer,
+            reply,
+        } = req;
+        // The old connection (if any) closes when it is dropped here.
+        self.stream = stream;
+        self.peer = peer;
+        // Negotiation may have given up waiting (handshake timeout); the stream is ours anyway.
+        let _ = reply.send(Ok(()));
+        let sm = self
+            .sm
+            .as_mut()
+            .expect("only resumable sessions take resumption requests");
+        if let Err(too_high) = sm.on_ack(h) {
+            return Err(Exit::TooHigh(too_high));
+        }
+        let resumed = format!(
+            "<resumed xmlns='{NS_SM}' h='{}' previd='{}'/>",
+            sm.handled(),
+            sm.id().unwrap_or_default()
+        );
+        self.stream.queue_raw(&resumed);
+        let resend = sm.retransmission(self.jid.domain());
+        tracing::info!(jid = %self.jid, %peer, h, resent = resend.len(), "session resumed");
+        for el in &resend {
+            self.stream.queue(el);
+        }
+        if sm.should_request_ack() {
+            self.stream.queue_raw(ACK_REQUEST);
+        }
+        self.handle.set_hibernated(false);
+        match self.flush().await {
+            Some(exit) => Err(exit),
+            None => Ok(()),
+        }
+    }
+
+    /// The end of the session: leave the registries, tell the rest of the server, re-route
+    /// what the client never received or acknowledged, then close the connection.
+    async fn finish(mut self, mut inbox: SessionInbox, exit: Exit) {
+        let server = self.server.clone();
+        let jid = self.jid.clone();
+        let peer = self.peer;
+        // No new resumption from here on; a request already queued gets its stream back.
+        if let Some(id) = self.sm.as_mut().and_then(SmState::forget_id) {
+            self.registry.remove(&id);
+        }
+        if let Some(mut rx) = self.resume_rx.take() {
+            rx.close();
+            while let Ok(req) = rx.try_recv() {
+                let _ = req.reply.send(Err(req.stream));
+            }
+        }
+        // Leave the routing table first so nothing new is queued for us, then finish
+        // everything the rest of the server must see (unavailable presence, re-routing of
+        // what was still queued, module events) before touching the socket: a peer that reads
+        // slowly must not delay them, and a session taking over this resource waits for
+        // exactly this part.
+        server.router().unbind(&jid, self.handle.id());
+        inbox.rx.close();
+        // Sent but never acknowledged (XEP-0198 §4: treated like stanzas to an unavailable
+        // resource), then what was still queued, oldest first.
+        let mut leftovers = self
+            .sm
+            .as_mut()
+            .map(SmState::take_unacked)
+            .unwrap_or_default();
+        if !leftovers.is_empty() {
+            tracing::info!(%jid, unacked = leftovers.len(), "re-routing unacknowledged stanzas");
+        }
+        while let Ok(starling_core::Outbound::Stanza(el)) = inbox.rx.try_recv() {
+            leftovers.push(el);
+        }
+        if self.available {
+            let unavailable = Element::builder("presence", ns::CLIENT)
+                .with_attr("type", "unavailable")
+                .with_attr("from", jid.as_str())
+                .build();
+            server.broadcast_presence(&jid, unavailable).await;
+        }
+        for el in leftovers {
+            // Re-route as if this session had never been there: messages fall back to the bare
+            // JID (other resources or offline storage), IQ requests get an error, and a session
+            // that took over this full JID receives what was addressed to it.
+            server.route(el).await;
+        }
+        server.session_event(SessionEvent::Ended(jid.clone())).await;
+        // Signals `SessionHandle::finished` to a session waiting to take over this resource.
+        drop(inbox);
+
+        let stream = &mut self.stream;
+        match &exit {
+            Exit::Error(e) => {
+                tracing::info!(%peer, %jid, condition = e.condition.name(), text = ?e.text, "closing session with stream error");
+                stream.queue_raw(&stream_error_xml(e));
+                stream.queue_raw(writer::STREAM_CLOSE);
+            }
+            Exit::TooHigh(t) => {
+                tracing::info!(%peer, %jid, h = t.h, send_count = t.send_count, "client acknowledged more than was sent");
+                stream.queue_raw(&t.stream_error_xml());
+                stream.queue_raw(writer::STREAM_CLOSE);
+            }
+            Exit::Closed => {
+                tracing::info!(%peer, %jid, "session closed by client");
+                stream.queue_raw(writer::STREAM_CLOSE);
+            }
+            Exit::Broken | Exit::Replaced(_) => tracing::info!(%peer, %jid, "connection lost"),
+        }
+        if !matches!(exit, Exit::Broken | Exit::Replaced(_)) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
+        }
+    }
+}
+
+/// The next resumption request, or never when the session is not resumable.
+async fn next_resume(rx: &mut Option<mpsc::Receiver<ResumeRequest>>) -> ResumeRequest {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(req) => req,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

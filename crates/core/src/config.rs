@@ -37,6 +37,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Personal eventing (XEP-0163) limits.
     pub pep: PepConfig,
+    /// Push notifications (XEP-0357).
+    pub push: PushConfig,
     /// STUN/TURN services offered through external service discovery (XEP-0215).
     #[serde(rename = "external_service")]
     pub external_services: Vec<ExternalService>,
@@ -72,6 +74,7 @@ impl Default for Config {
             register: RegisterConfig::default(),
             limits: LimitsConfig::default(),
             pep: PepConfig::default(),
+            push: PushConfig::default(),
             external_services: Vec::new(),
             modules: ModulesConfig::default(),
             components: ComponentsConfig::default(),
@@ -248,6 +251,14 @@ pub struct C2sConfig {
     pub resource_conflict: ResourceConflict,
     /// PBKDF2 iterations for newly stored SCRAM credentials.
     pub scram_iterations: u32,
+    /// Seconds a stream-managed session (XEP-0198) whose connection broke stays hibernated,
+    /// bound and present, waiting for the client to resume it. 0 turns resumption off
+    /// (stream management still acks).
+    pub resume_timeout_secs: u64,
+    /// Most stanzas sent to a stream-managed client and not yet acknowledged. More close the
+    /// session as a slow consumer (`policy-violation`); what was not acknowledged is then
+    /// re-routed (other resources, offline storage, or an error to the sender).
+    pub max_unacked: usize,
 }
 
 impl Default for C2sConfig {
@@ -265,6 +276,8 @@ impl Default for C2sConfig {
             max_resources_per_account: 20,
             resource_conflict: ResourceConflict::KickOld,
             scram_iterations: 4096,
+            resume_timeout_secs: 300,
+            max_unacked: 1000,
         }
     }
 }
@@ -384,6 +397,29 @@ impl Default for PepConfig {
             max_nodes: 256,
             max_items: 1000,
             max_item_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[push]`: push notifications (XEP-0357) to the app servers of mobile clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Put the sender's JID in the notification (`last-message-sender`).
+    pub include_sender: bool,
+    /// Put the message text in the notification (`last-message-body`). Off by default: the
+    /// app server, and the push service behind it, would read every message (XEP-0357 §8).
+    pub include_body: bool,
+    /// Most push registrations (app server + node) one account may have.
+    pub max_registrations: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            include_sender: true,
+            include_body: false,
+            max_registrations: 10,
         }
     }
 }
@@ -667,6 +703,7 @@ impl Config {
                 1,
                 10_000,
             ),
+            ("max_unacked", c2s.max_unacked, 8, 1_000_000),
         ];
         for (key, value, min, max) in limits {
             if value < min || value > max {
@@ -684,6 +721,15 @@ impl Config {
                     "idle_timeout_secs"
                 },
                 "timeouts must be at least one second".into(),
+            );
+        }
+        if c2s.resume_timeout_secs > 86_400 {
+            problem(
+                "resume_timeout_secs",
+                format!(
+                    "c2s.resume_timeout_secs = {} is out of range (0..=86400)",
+                    c2s.resume_timeout_secs
+                ),
             );
         }
         if !(1000..=10_000_000).contains(&c2s.scram_iterations) {

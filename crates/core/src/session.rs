@@ -43,6 +43,10 @@ struct Control {
     /// The client said it is not being looked at (XEP-0352 client state indication), so
     /// [`crate::module::Hook::Delivery`] filters may hold or drop what is not urgent.
     inactive: AtomicBool,
+    /// The client's connection broke and the session waits for it to resume the stream
+    /// (XEP-0198): still bound and present, but nobody reads its queue for now, so modules
+    /// may tell the user another way (push notifications, XEP-0357).
+    hibernated: AtomicBool,
 }
 
 /// A cheap, clonable reference to a live session.
@@ -70,6 +74,7 @@ impl SessionHandle {
             reason: Mutex::new(None),
             done: CancellationToken::new(),
             inactive: AtomicBool::new(false),
+            hibernated: AtomicBool::new(false),
         });
         (
             SessionHandle {
@@ -137,6 +142,17 @@ impl SessionHandle {
     /// Whether the client last said it is inactive (XEP-0352); false until it says so.
     pub fn is_inactive(&self) -> bool {
         self.control.inactive.load(Ordering::SeqCst)
+    }
+
+    /// Records whether the session is hibernated (see [`SessionHandle::is_hibernated`]);
+    /// set by the session task when its connection breaks and when it is resumed.
+    pub fn set_hibernated(&self, hibernated: bool) {
+        self.control.hibernated.store(hibernated, Ordering::SeqCst);
+    }
+
+    /// Whether the session has lost its connection and waits to be resumed (XEP-0198).
+    pub fn is_hibernated(&self) -> bool {
+        self.control.hibernated.load(Ordering::SeqCst)
     }
 
     /// Whether the session has been asked to close or has ended.

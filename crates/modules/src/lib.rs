@@ -19,6 +19,7 @@ pub mod ping;
 pub mod presence;
 pub mod privacy;
 pub mod private;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod stanza_id;
@@ -79,6 +80,7 @@ pub fn default_modules(config: &Config) -> Vec<Arc<dyn Module>> {
         Arc::new(mam::Mam::new(&config.mam)),
         Arc::new(carbons::Carbons::new()),
         Arc::new(offline::Offline::new(limits.offline_quota)),
+        Arc::new(push::Push::new(&config.push)),
         Arc::new(time::EntityTime),
         Arc::new(vcard::VCard::new(limits.vcard_max_bytes)),
         Arc::new(private::PrivateStorage::default()),
