@@ -46,6 +46,8 @@ async fn the_probe_sees_what_the_default_build_offers() {
         "XEP-0313",
         "XEP-0359",
         "XEP-0352",
+        "XEP-0198",
+        "XEP-0357",
         "XEP-0215",
     ] {
         assert!(met(p), "{p} not seen:\n{}", render(&rows));
