@@ -195,6 +195,11 @@ async fn entry_refusals() {
     )
     .await;
     ok(&a);
+    // §9.1: carol, not in the room, is told of her new affiliation (101).
+    let note = carol.recv_until(|e| e.name() == "message").await;
+    assert_eq!(note.attr("from"), Some(r.as_str()));
+    assert_eq!(codes(&note), vec![101], "{}", xml(&note));
+    assert_eq!(item(&note).attr("affiliation"), Some("outcast"));
     assert_eq!(join_err(&mut carol, &r, "Carol", "").await, "forbidden");
     let (a, _) = admin(
         &mut alice,

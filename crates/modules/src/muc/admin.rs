@@ -687,6 +687,23 @@ impl Room {
             .filter(|(_, o)| o.real == *jid)
             .map(|(n, _)| n.clone())
             .collect();
+        if nicks.is_empty() {
+            // §9.3 and following: someone not in the room learns of the change (101).
+            let mut it = Element::builder("item", super::NS_MUC_USER)
+                .with_attr("affiliation", aff.as_str())
+                .with_attr("jid", jid.as_str());
+            if let Some(r) = reason {
+                it = it.append(Element::builder("reason", super::NS_MUC_USER).append(r));
+            }
+            let msg = Element::builder("message", ns::CLIENT)
+                .with_attr("from", self.jid.as_str())
+                .with_attr("to", jid.as_str())
+                .append(Element::builder("x", super::NS_MUC_USER).append(it).append(
+                    Element::builder("status", super::NS_MUC_USER).with_attr("code", "101"),
+                ))
+                .build();
+            deliver(server, msg, false).await;
+        }
         for nick in nicks {
             let code = if aff == Affiliation::Outcast {
                 Some(301)

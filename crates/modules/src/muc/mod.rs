@@ -226,7 +226,12 @@ impl Service {
                 s = rx.recv() => s,
                 () = stop.cancelled() => None,
             };
-            let Some(stanza) = stanza else { break };
+            let Some(stanza) = stanza else {
+                if stop.is_cancelled() {
+                    room.shutdown_notice(&server, &self).await;
+                }
+                break;
+            };
             self.handle(&server, &mut room, stanza).await;
             if room.occupants.is_empty() {
                 // Unload: only while holding the registry lock, and only if nothing is queued

@@ -1120,6 +1120,30 @@ impl Room {
         self.leave(server, svc, full, &nick, &p).await;
     }
 
+    /// Tells every occupant it is out because the service is shutting down (332).
+    pub async fn shutdown_notice(&self, server: &Server, svc: &Service) {
+        for (nick, o) in &self.occupants {
+            let aff = self.affiliation(svc, &o.real);
+            let el = self.presence_of(
+                nick,
+                &o.real,
+                o.sessions.first(),
+                aff,
+                Role::None,
+                &[],
+                true,
+                true,
+                &Extra::default(),
+                &[110, 332],
+            );
+            for s in &o.sessions {
+                let mut c = el.clone();
+                c.put_attr("to", s.as_str());
+                deliver(server, c, true).await;
+            }
+        }
+    }
+
     /// Destroys the room (§10.9): every occupant is told, with the alternate venue and
     /// reason, and everything stored goes.
     pub async fn destroy(
