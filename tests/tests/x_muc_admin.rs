@@ -334,6 +334,38 @@ async fn kick_ban_and_voice() {
     say(&mut dave, &r, "thanks").await;
     assert_eq!(body(&groupchat(&mut carol).await), "thanks");
 
+    // §7.13 voice request: revoked again, dave asks; alice gets the form and approves.
+    let (a, _) = admin(&mut alice, &r, "nick='Dave' role='visitor'", None).await;
+    ok(&a);
+    dave.recv_until(|e| {
+        e.name() == "presence"
+            && e.attr("from") == Some(dave_jid.as_str())
+            && aff_role(e).1 == "visitor"
+    })
+    .await;
+    let request = |extra: &str| {
+        format!(
+            "<message to='{r}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+             <field var='muc#role'><value>participant</value></field>{extra}</x></message>"
+        )
+    };
+    dave.send(&request("")).await;
+    let form = alice
+        .recv_until(|e| e.name() == "message" && e.get_child("x", DATA).is_some())
+        .await;
+    assert_eq!(form.attr("from"), Some(r.as_str()));
+    assert!(xml(&form).contains("dave@localhost/r"), "{}", xml(&form));
+    assert!(xml(&form).contains("muc#request_allow"));
+    alice
+        .send(&request(
+            "<field var='muc#roomnick'><value>Dave</value></field>\
+             <field var='muc#request_allow'><value>true</value></field>",
+        ))
+        .await;
+    let p = presence_from(&mut dave, &dave_jid).await;
+    assert_eq!(aff_role(&p).1, "participant", "{}", xml(&p));
+
     // §9.6 moderator: only admins grant it; then the role list shows two moderators.
     let (a, _) = admin(&mut alice, &r, "nick='Carol' role='moderator'", None).await;
     ok(&a);

@@ -17,7 +17,7 @@
 //! - **Sessions that end** without leaving: [`Module::on_session`] turns the end of a session
 //!   into an unavailable presence for each room it was in.
 //!
-//! What it does not: voice requests (§7.13), the `muc#roominfo` extended fields beyond
+//! What it does not: the `muc#roominfo` extended fields beyond
 //! description, subject, occupants and language. The shutdown notice (332) is best effort:
 //! local sessions are closing at the same moment and may not receive it.
 
