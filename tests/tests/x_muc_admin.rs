@@ -219,14 +219,25 @@ async fn entry_refusals() {
     ok(&configure(&mut alice, &r, &[("maxusers", "10")]).await);
     join_ok(&mut carol, &r, "Carol").await;
 
-    // Room creation policy: with create = "admins", a plain user cannot create.
-    let ts2 =
-        TestServer::start_with(|c| c.muc.create = starling_core::config::RoomCreation::Admins)
-            .await;
+    // Room creation policy: with create = "admins", a plain user cannot create; service
+    // admins may, and own every room; at most max_rooms rooms live at once.
+    let ts2 = TestServer::start_with(|c| {
+        c.muc.create = starling_core::config::RoomCreation::Admins;
+        c.muc.admins = vec!["root@localhost".into()];
+        c.muc.max_rooms = 1;
+    })
+    .await;
     let mut dave = user(&ts2, "dave").await;
     assert_eq!(
         join_err(&mut dave, &room("nope"), "Dave", "").await,
         "not-allowed"
+    );
+    let mut root = user(&ts2, "root").await;
+    let own = create(&mut root, &room("admins"), "Root").await;
+    assert_eq!(aff_role(&own).0, "owner");
+    assert_eq!(
+        join_err(&mut root, &room("second"), "Root", "").await,
+        "resource-constraint"
     );
 }
 
