@@ -713,7 +713,6 @@ impl Room {
         Element::builder("message", ns::CLIENT)
             .with_attr("type", "groupchat")
             .with_attr("from", from)
-            .with_attr("id", format!("subject-{}", self.salt.len()))
             .append(subject)
             .build()
     }
