@@ -487,3 +487,39 @@ async fn iqs_between_occupants_are_proxied() {
         "not-acceptable",
     );
 }
+
+#[tokio::test]
+async fn presence_broadcast_limited_by_role() {
+    let ts = TestServer::start().await;
+    let mut alice = user(&ts, "alice").await;
+    let mut bob = user(&ts, "bob").await;
+    let r = room("quietroom");
+    create(&mut alice, &r, "Alice").await;
+    // Only moderators' presence is broadcast.
+    ok(&configure(&mut alice, &r, &[("presencebroadcast", "moderator")]).await);
+    let got = join(&mut bob, &r, "Bob", "").await;
+    // Bob sees alice (a moderator) and himself...
+    assert_eq!(got[0].attr("from"), Some(format!("{r}/Alice").as_str()));
+    assert_eq!(codes(&got[1]), vec![110, 170]);
+    // ... but alice does not see bob, a participant, enter nor change his presence.
+    bob.send(&format!(
+        "<presence to='{r}/Bob'><show>away</show></presence>"
+    ))
+    .await;
+    say(&mut bob, &r, "sync").await;
+    let bob_jid = format!("{r}/Bob");
+    loop {
+        let el = alice.recv().await;
+        assert!(
+            !(el.name() == "presence" && el.attr("from") == Some(bob_jid.as_str())),
+            "alice saw a participant's presence: {}",
+            xml(&el)
+        );
+        if el
+            .get_child("body", CLIENT)
+            .is_some_and(|b| b.text() == "sync")
+        {
+            break;
+        }
+    }
+}
