@@ -423,3 +423,103 @@ async fn fan_out_reaches_every_occupant_once() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn iqs_between_occupants_are_proxied() {
+    let ts = TestServer::start().await;
+    let mut alice = user(&ts, "alice").await;
+    let mut bob = user(&ts, "bob").await;
+    let r = room("proxy");
+    create(&mut alice, &r, "Alice").await;
+    join_ok(&mut bob, &r, "Bob").await;
+    // A version query reaches alice's client from bob's room JID; her answer comes back
+    // to bob from hers. Neither learns the other's real JID.
+    bob.send(&format!(
+        "<iq type='get' id='v1' to='{r}/Alice'><query xmlns='jabber:iq:version'/></iq>"
+    ))
+    .await;
+    let q = alice.recv_until(|e| e.name() == "iq").await;
+    assert_eq!(q.attr("from"), Some(format!("{r}/Bob").as_str()));
+    assert_eq!(q.attr("to"), Some("alice@localhost/r"));
+    alice
+        .send(&format!(
+            "<iq type='result' id='v1' to='{r}/Bob'><query xmlns='jabber:iq:version'><name>A</name></query></iq>"
+        ))
+        .await;
+    let a = bob
+        .recv_until(|e| e.name() == "iq" && e.attr("id") == Some("v1"))
+        .await;
+    assert_eq!(a.attr("type"), Some("result"));
+    assert_eq!(a.attr("from"), Some(format!("{r}/Alice").as_str()));
+    assert_eq!(a.attr("to"), Some("bob@localhost/r"));
+    // A vCard request is answered by alice's server, through the room.
+    alice
+        .send("<iq type='set' id='pub'><vCard xmlns='vcard-temp'><FN>Alice A.</FN></vCard></iq>")
+        .await;
+    alice.recv_until(|e| e.attr("id") == Some("pub")).await;
+    let a = iq(
+        &mut bob,
+        &format!("{r}/Alice"),
+        "get",
+        "vc",
+        "<vCard xmlns='vcard-temp'/>",
+    )
+    .await;
+    assert_eq!(
+        a.attr("from"),
+        Some(format!("{r}/Alice").as_str()),
+        "{}",
+        xml(&a)
+    );
+    assert_eq!(a.attr("type"), Some("result"), "{}", xml(&a));
+    assert!(xml(&a).contains("Alice A."), "{}", xml(&a));
+    // Non-occupants cannot.
+    let mut carol = user(&ts, "carol").await;
+    err(
+        &iq(
+            &mut carol,
+            &format!("{r}/Alice"),
+            "get",
+            "v2",
+            "<query xmlns='jabber:iq:version'/>",
+        )
+        .await,
+        "not-acceptable",
+    );
+}
+
+#[tokio::test]
+async fn presence_broadcast_limited_by_role() {
+    let ts = TestServer::start().await;
+    let mut alice = user(&ts, "alice").await;
+    let mut bob = user(&ts, "bob").await;
+    let r = room("quietroom");
+    create(&mut alice, &r, "Alice").await;
+    // Only moderators' presence is broadcast.
+    ok(&configure(&mut alice, &r, &[("presencebroadcast", "moderator")]).await);
+    let got = join(&mut bob, &r, "Bob", "").await;
+    // Bob sees alice (a moderator) and himself...
+    assert_eq!(got[0].attr("from"), Some(format!("{r}/Alice").as_str()));
+    assert_eq!(codes(&got[1]), vec![110, 170]);
+    // ... but alice does not see bob, a participant, enter nor change his presence.
+    bob.send(&format!(
+        "<presence to='{r}/Bob'><show>away</show></presence>"
+    ))
+    .await;
+    say(&mut bob, &r, "sync").await;
+    let bob_jid = format!("{r}/Bob");
+    loop {
+        let el = alice.recv().await;
+        assert!(
+            !(el.name() == "presence" && el.attr("from") == Some(bob_jid.as_str())),
+            "alice saw a participant's presence: {}",
+            xml(&el)
+        );
+        if el
+            .get_child("body", CLIENT)
+            .is_some_and(|b| b.text() == "sync")
+        {
+            break;
+        }
+    }
+}

@@ -195,6 +195,11 @@ async fn entry_refusals() {
     )
     .await;
     ok(&a);
+    // §9.1: carol, not in the room, is told of her new affiliation (101).
+    let note = carol.recv_until(|e| e.name() == "message").await;
+    assert_eq!(note.attr("from"), Some(r.as_str()));
+    assert_eq!(codes(&note), vec![101], "{}", xml(&note));
+    assert_eq!(item(&note).attr("affiliation"), Some("outcast"));
     assert_eq!(join_err(&mut carol, &r, "Carol", "").await, "forbidden");
     let (a, _) = admin(
         &mut alice,
@@ -214,14 +219,25 @@ async fn entry_refusals() {
     ok(&configure(&mut alice, &r, &[("maxusers", "10")]).await);
     join_ok(&mut carol, &r, "Carol").await;
 
-    // Room creation policy: with create = "admins", a plain user cannot create.
-    let ts2 =
-        TestServer::start_with(|c| c.muc.create = starling_core::config::RoomCreation::Admins)
-            .await;
+    // Room creation policy: with create = "admins", a plain user cannot create; service
+    // admins may, and own every room; at most max_rooms rooms live at once.
+    let ts2 = TestServer::start_with(|c| {
+        c.muc.create = starling_core::config::RoomCreation::Admins;
+        c.muc.admins = vec!["root@localhost".into()];
+        c.muc.max_rooms = 1;
+    })
+    .await;
     let mut dave = user(&ts2, "dave").await;
     assert_eq!(
         join_err(&mut dave, &room("nope"), "Dave", "").await,
         "not-allowed"
+    );
+    let mut root = user(&ts2, "root").await;
+    let own = create(&mut root, &room("admins"), "Root").await;
+    assert_eq!(aff_role(&own).0, "owner");
+    assert_eq!(
+        join_err(&mut root, &room("second"), "Root", "").await,
+        "resource-constraint"
     );
 }
 
@@ -328,6 +344,38 @@ async fn kick_ban_and_voice() {
     assert_eq!(aff_role(&p).1, "participant");
     say(&mut dave, &r, "thanks").await;
     assert_eq!(body(&groupchat(&mut carol).await), "thanks");
+
+    // §7.13 voice request: revoked again, dave asks; alice gets the form and approves.
+    let (a, _) = admin(&mut alice, &r, "nick='Dave' role='visitor'", None).await;
+    ok(&a);
+    dave.recv_until(|e| {
+        e.name() == "presence"
+            && e.attr("from") == Some(dave_jid.as_str())
+            && aff_role(e).1 == "visitor"
+    })
+    .await;
+    let request = |extra: &str| {
+        format!(
+            "<message to='{r}'><x xmlns='{DATA}' type='submit'>\
+             <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value></field>\
+             <field var='muc#role'><value>participant</value></field>{extra}</x></message>"
+        )
+    };
+    dave.send(&request("")).await;
+    let form = alice
+        .recv_until(|e| e.name() == "message" && e.get_child("x", DATA).is_some())
+        .await;
+    assert_eq!(form.attr("from"), Some(r.as_str()));
+    assert!(xml(&form).contains("dave@localhost/r"), "{}", xml(&form));
+    assert!(xml(&form).contains("muc#request_allow"));
+    alice
+        .send(&request(
+            "<field var='muc#roomnick'><value>Dave</value></field>\
+             <field var='muc#request_allow'><value>true</value></field>",
+        ))
+        .await;
+    let p = presence_from(&mut dave, &dave_jid).await;
+    assert_eq!(aff_role(&p).1, "participant", "{}", xml(&p));
 
     // §9.6 moderator: only admins grant it; then the role list shows two moderators.
     let (a, _) = admin(&mut alice, &r, "nick='Carol' role='moderator'", None).await;

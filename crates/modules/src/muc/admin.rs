@@ -1,11 +1,12 @@
 //! IQs to the service and to rooms: service discovery (XEP-0045 §6), the owner's
 //! configuration form and instant rooms (§10.1–§10.2), destruction (§10.9), affiliation and
 //! role administration with their lists (§8–§10: kick 307, ban 301, removal 321/322), nickname
-//! registration (§7.10) and discovery (§7.12), self-ping (XEP-0410), moderation
+//! registration (§7.10) and discovery (§7.12), self-ping (XEP-0410), IQs between occupants
+//! (proxied from room JID to room JID), moderation
 //! (XEP-0425) and the room archive (XEP-0313, in [`super::archive`]).
 
 use minidom::Element;
-use starling_core::xml::BuilderExt;
+use starling_core::xml::{BuilderExt, ElementExt};
 use starling_core::Server;
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
@@ -137,13 +138,22 @@ impl Room {
     /// An IQ to the room or to an occupant.
     pub async fn on_iq(&mut self, server: &Server, svc: &Service, iq: Element, from: Jid) {
         let kind = iq.attr("type").unwrap_or_default();
-        if !matches!(kind, "get" | "set") {
-            // Answers to nothing we asked: dropped.
-            return;
-        }
         let Some(to) = iq.attr("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
+        if !matches!(kind, "get" | "set") {
+            // An answer to a proxied request goes back to the requester; anything else
+            // answers nothing we asked and is dropped.
+            if let Some(nick) = to.resource() {
+                self.proxy_answer(server, iq.clone(), &from, nick).await;
+            }
+            return;
+        }
+        if let Some(nick) = to.resource() {
+            if self.proxy_request(server, &iq, &from, nick).await {
+                return;
+            }
+        }
         let Some(payload) = iq.children().next().cloned() else {
             refuse(server, &iq, StanzaError::new(Cond::BadRequest)).await;
             return;
@@ -186,8 +196,57 @@ impl Room {
         }
     }
 
-    /// IQs to `room/nick`: self-ping (XEP-0410) is answered by the service; other IQ
-    /// proxying is not offered.
+    /// IQ proxying between occupants (as Prosody and ejabberd do): a request from an
+    /// occupant to another occupant goes to that occupant's first session (vCard requests to its account, which the server answers),
+    /// from the requester's room JID. Returns false when not proxied (answered locally).
+    async fn proxy_request(&self, server: &Server, iq: &Element, from: &Jid, nick: &str) -> bool {
+        let Some(own) = self.sessions.get(from) else {
+            return false;
+        };
+        let Some(target) = self.occupants.get(nick) else {
+            return false;
+        };
+        if own == nick {
+            return false;
+        }
+        let vcard = iq.children().any(|c| c.is("vCard", "vcard-temp"));
+        let to = if vcard {
+            target.real.clone()
+        } else {
+            match target.sessions.first() {
+                Some(s) => s.clone(),
+                None => return false,
+            }
+        };
+        let mut out = iq.clone();
+        out.put_attr("from", self.nick_jid(own));
+        out.put_attr("to", to.as_str());
+        deliver(server, out, false).await;
+        true
+    }
+
+    /// The answer to a proxied request, from an occupant's session (or, for vCards, its
+    /// account), goes to the requester `nick`'s first session from the answerer's room JID.
+    async fn proxy_answer(&self, server: &Server, mut iq: Element, from: &Jid, nick: &str) {
+        let answerer = self.sessions.get(from).cloned().or_else(|| {
+            self.occupants
+                .iter()
+                .find(|(_, o)| from.is_bare() && o.real == *from)
+                .map(|(n, _)| n.clone())
+        });
+        let (Some(answerer), Some(requester)) = (answerer, self.occupants.get(nick)) else {
+            return;
+        };
+        let Some(to) = requester.sessions.first() else {
+            return;
+        };
+        iq.put_attr("from", self.nick_jid(&answerer));
+        iq.put_attr("to", to.as_str());
+        deliver(server, iq, false).await;
+    }
+
+    /// IQs to `room/nick` that are not proxied: self-ping (XEP-0410) is answered by the
+    /// service; requests from non-occupants are refused.
     fn occupant_iq(
         &self,
         from: &Jid,
@@ -687,6 +746,23 @@ impl Room {
             .filter(|(_, o)| o.real == *jid)
             .map(|(n, _)| n.clone())
             .collect();
+        if nicks.is_empty() {
+            // §9.3 and following: someone not in the room learns of the change (101).
+            let mut it = Element::builder("item", super::NS_MUC_USER)
+                .with_attr("affiliation", aff.as_str())
+                .with_attr("jid", jid.as_str());
+            if let Some(r) = reason {
+                it = it.append(Element::builder("reason", super::NS_MUC_USER).append(r));
+            }
+            let msg = Element::builder("message", ns::CLIENT)
+                .with_attr("from", self.jid.as_str())
+                .with_attr("to", jid.as_str())
+                .append(Element::builder("x", super::NS_MUC_USER).append(it).append(
+                    Element::builder("status", super::NS_MUC_USER).with_attr("code", "101"),
+                ))
+                .build();
+            deliver(server, msg, false).await;
+        }
         for nick in nicks {
             let code = if aff == Affiliation::Outcast {
                 Some(301)

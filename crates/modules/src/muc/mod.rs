@@ -17,9 +17,9 @@
 //! - **Sessions that end** without leaving: [`Module::on_session`] turns the end of a session
 //!   into an unavailable presence for each room it was in.
 //!
-//! What it does not: IQ proxying between occupants other than self-ping, voice requests
-//! (§7.13), the `muc#roominfo` extended fields beyond description, subject, occupants and
-//! language, and shutdown notices (332) to remote occupants.
+//! What it does not: the `muc#roominfo` extended fields beyond
+//! description, subject, occupants and language. The shutdown notice (332) is best effort:
+//! local sessions are closing at the same moment and may not receive it.
 
 pub mod admin;
 pub mod archive;
@@ -226,7 +226,12 @@ impl Service {
                 s = rx.recv() => s,
                 () = stop.cancelled() => None,
             };
-            let Some(stanza) = stanza else { break };
+            let Some(stanza) = stanza else {
+                if stop.is_cancelled() {
+                    room.shutdown_notice(&server, &self).await;
+                }
+                break;
+            };
             self.handle(&server, &mut room, stanza).await;
             if room.occupants.is_empty() {
                 // Unload: only while holding the registry lock, and only if nothing is queued

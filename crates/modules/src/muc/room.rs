@@ -2,7 +2,8 @@
 //! §7.2 (password, members-only, bans, nickname conflicts and reservations, capacity, locked
 //! rooms), presence updates, nickname changes (§7.6), leaving (§7.14), groupchat messages with
 //! stanza ids (XEP-0359) and occupant ids (XEP-0421), discussion history (§7.2.15), the subject
-//! (§8.1), private messages (§7.5), mediated invitations and declines (§7.8), and removal of
+//! (§8.1), private messages (§7.5), mediated invitations and declines (§7.8), voice requests
+//! (§7.13), and removal of
 //! occupants whose sessions fail. Admin and owner requests live in [`super::admin`].
 //!
 //! A room is driven by one task (see [`super::Service`]), so its state needs no lock and what
@@ -23,7 +24,11 @@ use starling_proto::{ns, writer};
 use super::config::{RoomConfig, Whois};
 use super::roles::{default_role, Affiliation, Role};
 use super::{Service, NS_MUC, NS_MUC_USER, NS_OCCUPANT_ID, NS_RETRACT};
+use crate::pep::config::{submitted_fields, NS_DATA};
 use crate::stanza_id::{remove_children, stamp, strip_by};
+
+/// The FORM_TYPE of voice requests (§7.13).
+const FORM_REQUEST: &str = "http://jabber.org/protocol/muc#request";
 use crate::time::{now_ms, utc_stamp};
 
 /// One entry of the affiliation table.
@@ -708,7 +713,6 @@ impl Room {
         Element::builder("message", ns::CLIENT)
             .with_attr("type", "groupchat")
             .with_attr("from", from)
-            .with_attr("id", format!("subject-{}", self.salt.len()))
             .append(subject)
             .build()
     }
@@ -878,6 +882,10 @@ impl Room {
         }
         if mtype == "groupchat" {
             self.groupchat(server, svc, m, &from).await;
+            return;
+        }
+        if let Some(form) = m.get_child("x", NS_DATA) {
+            self.voice_request(server, svc, &m, form, &from).await;
             return;
         }
         if let Some(x) = m.get_child("x", NS_MUC_USER) {
@@ -1109,6 +1117,122 @@ impl Room {
         deliver(server, out, false).await;
     }
 
+    /// §7.13 voice requests: a visitor asks (the form goes to every moderator), a moderator
+    /// approves (the visitor becomes a participant).
+    async fn voice_request(
+        &mut self,
+        server: &Server,
+        svc: &Service,
+        m: &Element,
+        form: &Element,
+        from: &Jid,
+    ) {
+        let Ok(fields) = submitted_fields(form, FORM_REQUEST) else {
+            refuse(server, m, StanzaError::new(Cond::BadRequest)).await;
+            return;
+        };
+        let Some(nick) = self.sessions.get(from).cloned() else {
+            refuse(server, m, StanzaError::new(Cond::NotAcceptable)).await;
+            return;
+        };
+        let value = |var: &str| {
+            fields
+                .iter()
+                .find(|(v, _)| v == var)
+                .and_then(|(_, vals)| vals.first())
+                .map(|v| v.trim().to_owned())
+        };
+        let actor = &self.occupants[&nick];
+        let actor_role = actor.role;
+        if let Some(allow) = value("muc#request_allow") {
+            // A moderator's answer.
+            if !matches!(allow.as_str(), "1" | "true") {
+                return;
+            }
+            let Some(target) = value("muc#roomnick") else {
+                refuse(server, m, StanzaError::new(Cond::BadRequest)).await;
+                return;
+            };
+            let actor_aff = self.affiliation(svc, &actor.real);
+            let Some(t) = self.occupants.get(&target) else {
+                refuse(server, m, StanzaError::new(Cond::ItemNotFound)).await;
+                return;
+            };
+            let taff = self.affiliation(svc, &t.real);
+            if t.role != Role::Visitor {
+                return;
+            }
+            if super::roles::may_set_role(
+                (actor_aff, actor_role),
+                (taff, t.role),
+                Role::Participant,
+            )
+            .is_err()
+            {
+                refuse(server, m, StanzaError::new(Cond::Forbidden)).await;
+                return;
+            }
+            if let Some(t) = self.occupants.get_mut(&target) {
+                t.role = Role::Participant;
+            }
+            let extra = Extra {
+                actor: Some(&nick),
+                ..Extra::default()
+            };
+            self.announce(server, svc, &target, &extra).await;
+            return;
+        }
+        if actor_role != Role::Visitor {
+            return;
+        }
+        let field = |var: &str, kind: &str, label: &str, value: &str| {
+            Element::builder("field", NS_DATA)
+                .with_attr("var", var)
+                .with_attr("type", kind)
+                .with_attr("label", label)
+                .append(Element::builder("value", NS_DATA).append(value))
+        };
+        let request = Element::builder("x", NS_DATA)
+            .with_attr("type", "form")
+            .append(Element::builder("title", NS_DATA).append("Voice request"))
+            .append(
+                Element::builder("field", NS_DATA)
+                    .with_attr("var", "FORM_TYPE")
+                    .with_attr("type", "hidden")
+                    .append(Element::builder("value", NS_DATA).append(FORM_REQUEST)),
+            )
+            .append(field(
+                "muc#role",
+                "list-single",
+                "Requested role",
+                "participant",
+            ))
+            .append(field("muc#jid", "jid-single", "User ID", from.as_str()))
+            .append(field("muc#roomnick", "text-single", "Room Nickname", &nick))
+            .append(field(
+                "muc#request_allow",
+                "boolean",
+                "Grant voice to this person?",
+                "false",
+            ))
+            .build();
+        let msg = Element::builder("message", ns::CLIENT)
+            .with_attr("from", self.jid.as_str())
+            .append(request)
+            .build();
+        for o in self
+            .occupants
+            .values()
+            .filter(|o| o.role == Role::Moderator)
+        {
+            for s in &o.sessions {
+                let mut c = msg.clone();
+                c.put_attr("to", s.as_str());
+                deliver(server, c, false).await;
+            }
+        }
+    }
+
     /// Removes the session `full` (its client went away without leaving).
     pub async fn session_gone(&mut self, server: &Server, svc: &Service, full: &Jid) {
         let Some(nick) = self.sessions.get(full).cloned() else {
@@ -1118,6 +1242,30 @@ impl Room {
             .with_attr("type", "unavailable")
             .build();
         self.leave(server, svc, full, &nick, &p).await;
+    }
+
+    /// Tells every occupant it is out because the service is shutting down (332).
+    pub async fn shutdown_notice(&self, server: &Server, svc: &Service) {
+        for (nick, o) in &self.occupants {
+            let aff = self.affiliation(svc, &o.real);
+            let el = self.presence_of(
+                nick,
+                &o.real,
+                o.sessions.first(),
+                aff,
+                Role::None,
+                &[],
+                true,
+                true,
+                &Extra::default(),
+                &[110, 332],
+            );
+            for s in &o.sessions {
+                let mut c = el.clone();
+                c.put_attr("to", s.as_str());
+                deliver(server, c, true).await;
+            }
+        }
     }
 
     /// Destroys the room (§10.9): every occupant is told, with the alternate venue and
