@@ -350,6 +350,11 @@ async fn hibernation_hides_the_cut_and_timeout_sends_unacked_offline() {
     for n in 4..=5 {
         bob.send(&chat("alice@localhost", n)).await;
     }
+    // And an IQ request to her (hibernated) resource, which waits in her queue.
+    bob.send(
+        "<iq type='get' id='v1' to='alice@localhost/phone'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
     bob.expect_none(Duration::from_millis(700), |e| {
         e.name() == "presence" || e.attr("type") == Some("error")
     })
@@ -363,6 +368,8 @@ async fn hibernation_hides_the_cut_and_timeout_sends_unacked_offline() {
         Some("unavailable"),
     )
     .await;
+    // The request was never answered: bob gets an error instead.
+    expect_error(&mut bob, "v1", "service-unavailable").await;
     quiet(&mut bob).await;
     wait_offline(&server, "alice", 5).await;
 
