@@ -3,8 +3,11 @@
 //! was sent is a stream error); a TCP connection cut mid-stream is resumed with every message
 //! in flight delivered exactly once; a session that is not resumed in time sends what was
 //! never acknowledged to offline storage, delivered once at the next login; contacts see no
-//! unavailable presence while a session is hibernated, and do when it times out; previds that
-//! are unknown or belong to another account are refused.
+//! unavailable presence while a session is hibernated, and do when it times out (an IQ
+//! request that waited for it gets `service-unavailable`); previds that are unknown or belong
+//! to another account are refused; a resume replaces a connection that is still open; an
+//! inactive client (XEP-0352) resumes and gets its held presence on `<active/>`; a client
+//! that never acks is closed at `max_unacked` and none of its messages is lost.
 
 mod im_support;
 
