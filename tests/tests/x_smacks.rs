@@ -3,8 +3,11 @@
 //! was sent is a stream error); a TCP connection cut mid-stream is resumed with every message
 //! in flight delivered exactly once; a session that is not resumed in time sends what was
 //! never acknowledged to offline storage, delivered once at the next login; contacts see no
-//! unavailable presence while a session is hibernated, and do when it times out; previds that
-//! are unknown or belong to another account are refused.
+//! unavailable presence while a session is hibernated, and do when it times out (an IQ
+//! request that waited for it gets `service-unavailable`); previds that are unknown or belong
+//! to another account are refused; a resume replaces a connection that is still open; an
+//! inactive client (XEP-0352) resumes and gets its held presence on `<active/>`; a client
+//! that never acks is closed at `max_unacked` and none of its messages is lost.
 
 mod im_support;
 
@@ -350,6 +353,11 @@ async fn hibernation_hides_the_cut_and_timeout_sends_unacked_offline() {
     for n in 4..=5 {
         bob.send(&chat("alice@localhost", n)).await;
     }
+    // And an IQ request to her (hibernated) resource, which waits in her queue.
+    bob.send(
+        "<iq type='get' id='v1' to='alice@localhost/phone'><query xmlns='jabber:iq:version'/></iq>",
+    )
+    .await;
     bob.expect_none(Duration::from_millis(700), |e| {
         e.name() == "presence" || e.attr("type") == Some("error")
     })
@@ -363,6 +371,8 @@ async fn hibernation_hides_the_cut_and_timeout_sends_unacked_offline() {
         Some("unavailable"),
     )
     .await;
+    // The request was never answered: bob gets an error instead.
+    expect_error(&mut bob, "v1", "service-unavailable").await;
     quiet(&mut bob).await;
     wait_offline(&server, "alice", 5).await;
 

@@ -233,7 +233,8 @@ impl Session {
     /// Flushes what is queued. A client that stops reading blocks this write once its socket
     /// buffers are full; meanwhile its queue fills and the router asks it to close. Race the
     /// write against that request (and shutdown), or a dead reader would hold its session
-    /// forever. The flush is cancel-safe; the exit path tries once more.
+    /// forever. The flush is cancel-safe; the exit path tries once more. A resumption request
+    /// wins over the write too: the stuck connection is replaced.
     async fn flush(&mut self) -> Option<Exit> {
         let shutdown = self.server.shutdown_token().clone();
         let close_signal = self.close_signal.clone();
@@ -242,6 +243,8 @@ impl Session {
             r = self.stream.flush() => r.is_err().then_some(Exit::Broken),
             _ = shutdown.cancelled() => Some(Exit::Error(StreamError::new(SE::SystemShutdown))),
             reason = close_signal.closed() => Some(Exit::Error(reason)),
+            // A write stuck on a dead connection must not hold up the client's new one.
+            req = next_resume(&mut self.resume_rx) => Some(Exit::Replaced(Box::new(req))),
         }
     }
 

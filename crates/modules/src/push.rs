@@ -12,7 +12,9 @@
 //!   (§5): an IQ set with `<pubsub><publish node><item><notification>` holding a
 //!   `urn:xmpp:push:summary` form (`message-count` since the account's last login,
 //!   `last-message-sender` and `last-message-body` only as configured: §8 privacy) and the
-//!   registration's `publish-options`.
+//!   registration's `publish-options`. A message is notified once: the last
+//!   [`RECENT_PER_ACCOUNT`] notified (sender + id) are remembered, so the copy re-routed to
+//!   offline storage when a hibernated session times out does not notify again.
 //! - An error answer to a notification disables that registration (§6: the app server no
 //!   longer wants it, or does not exist).
 //!
@@ -21,7 +23,7 @@
 //!
 //! [`SessionHandle::is_hibernated`]: starling_core::SessionHandle::is_hibernated
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -49,17 +51,28 @@ const STORE: &str = "push";
 const MAX_PENDING: usize = 10_000;
 /// Accounts whose unread count is kept; beyond it the counts start again from zero.
 const MAX_COUNTED: usize = 100_000;
+/// Messages remembered per account as already notified (sender + id), so that a message
+/// re-routed when a hibernated session times out is not notified twice.
+const RECENT_PER_ACCOUNT: usize = 32;
 
 /// A registration's key in the map: app server and node.
 fn key(jid: &str, node: &str) -> String {
     format!("{jid}\n{node}")
 }
 
+/// What was notified for one account since its last login.
+#[derive(Default)]
+struct Unread {
+    count: u32,
+    recent: VecDeque<String>,
+}
+
 /// The push notification module.
 pub struct Push {
     config: PushConfig,
-    /// Messages notified per account since its last login (`message-count`).
-    unread: Mutex<HashMap<Jid, u32>>,
+    /// Per account since its last login: messages notified (`message-count`), and the
+    /// latest of them (sender + id), newest last.
+    unread: Mutex<HashMap<Jid, Unread>>,
     /// Notification IQ id -> (account, registration key), until answered.
     pending: Mutex<HashMap<String, (Jid, String)>>,
     next_id: AtomicU64,
@@ -178,14 +191,27 @@ impl Push {
         if registrations.is_empty() {
             return;
         }
+        let seen = msg
+            .attr("id")
+            .map(|id| format!("{}\n{id}", msg.attr("from").unwrap_or_default()));
         let count = {
             let mut unread = self.unread.lock();
             if unread.len() >= MAX_COUNTED && !unread.contains_key(account) {
                 unread.clear();
             }
-            let c = unread.entry(account.clone()).or_default();
-            *c = c.saturating_add(1);
-            *c
+            let u = unread.entry(account.clone()).or_default();
+            if let Some(seen) = seen {
+                if u.recent.contains(&seen) {
+                    // Already notified: re-routed after its session ended unacknowledged.
+                    return;
+                }
+                if u.recent.len() >= RECENT_PER_ACCOUNT {
+                    u.recent.pop_front();
+                }
+                u.recent.push_back(seen);
+            }
+            u.count = u.count.saturating_add(1);
+            u.count
         };
         let mut fields = vec![
             ("FORM_TYPE", NS_SUMMARY.to_owned()),
