@@ -426,10 +426,10 @@ impl Session {
             server.broadcast_presence(&jid, unavailable).await;
         }
         for el in leftovers {
-            // Re-route as if this session had never been there: messages fall back to the bare
-            // JID (other resources or offline storage), IQ requests get an error, and a session
-            // that took over this full JID receives what was addressed to it.
-            server.route(el).await;
+            // Re-route as if this session had never been there: messages go to a session that
+            // took over this full JID, other resources or offline storage (without being
+            // archived a second time), IQ requests get an error.
+            server.reroute(el).await;
         }
         server.session_event(SessionEvent::Ended(jid.clone())).await;
         // Signals `SessionHandle::finished` to a session waiting to take over this resource.

@@ -458,6 +458,63 @@ impl Server {
         }
     }
 
+    /// Routes again a stanza that was queued for a local session which ended before the
+    /// client received it (or acknowledged it, XEP-0198 §4). Messages were already accepted
+    /// for the account — checked, archived, given their ids — so they skip the
+    /// [`Hook::Account`] and [`Hook::Accepted`] modules this time (otherwise the archive would
+    /// hold them twice), and go to the resource that now holds their full JID, else to the
+    /// account's other available resources, else to [`Hook::Undeliverable`] (offline
+    /// storage), else back to the sender. A message to the bare JID may thus reach a resource
+    /// that already had a copy (one of equal priority); it carries the same stanza id there,
+    /// by which clients recognise it, and a duplicate is better than a loss. Other stanzas are
+    /// routed as new.
+    pub async fn reroute(&self, stanza: Element) {
+        if stanza.name() != "message" {
+            return self.route(stanza).await;
+        }
+        let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            return;
+        };
+        if !self.config.is_local_host(to.domain()) || to.node().is_none() {
+            return self.route(stanza).await;
+        }
+        let mtype = stanza.attr("type").unwrap_or("normal");
+        if mtype == "error" {
+            return;
+        }
+        if to.resource().is_some() {
+            if let Some(session) = self.router.session(&to) {
+                if self.deliver_to(&session, &to, stanza.clone()).await {
+                    return;
+                }
+            }
+        }
+        let bare = to.bare();
+        let available: Vec<(SessionHandle, Jid)> = self.router.with_resources(&bare, |list| {
+            let top = list
+                .iter()
+                .filter(|r| r.available && r.priority >= 0)
+                .map(|r| r.priority)
+                .max();
+            list.iter()
+                .filter(|r| r.available && Some(r.priority) == top)
+                .map(|r| (r.handle.clone(), r.jid.clone()))
+                .collect()
+        });
+        if !available.is_empty() {
+            for (handle, full) in available {
+                self.deliver_to(&handle, &full, stanza.clone()).await;
+            }
+            return;
+        }
+        if self.hooks(&stanza, Hook::Undeliverable).await == Outcome::Handled {
+            return;
+        }
+        if matches!(mtype, "normal" | "chat") {
+            self.bounce(&stanza, Cond::ServiceUnavailable).await;
+        }
+    }
+
     async fn route_message(&self, msg: Element, to: Jid) {
         // 'static so that `msg` can be edited below; an unknown type matches no rule.
         let mtype = match msg.attr("type") {
