@@ -14,5 +14,5 @@ mod session;
 pub mod tls;
 mod transport;
 
-pub use listener::{start_listeners, Listeners};
+pub use listener::{start_listeners, C2sEntry, ConnectionRefused, Listeners};
 pub use tls::TlsSettings;

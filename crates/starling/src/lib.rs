@@ -19,6 +19,8 @@ pub struct Running {
     pub server: Arc<Server>,
     /// The bound listeners.
     pub listeners: Listeners,
+    /// The HTTP listeners (WebSocket, BOSH, host-meta).
+    pub http: starling_http::HttpListeners,
 }
 
 /// Why the server could not start.
@@ -81,8 +83,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let storage = starling_storage::open(&config.storage_url()).await?;
     let modules = starling_modules::default_modules(&config);
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
+    let tls_config = tls.config.clone();
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
-    Ok(Running { server, listeners })
+    let http = starling_http::start(listeners.entry(), tls_config).await?;
+    Ok(Running {
+        server,
+        listeners,
+        http,
+    })
 }
 
 impl Running {
@@ -90,6 +98,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.server.shutdown_token().cancel();
         self.listeners.join().await;
+        self.http.join().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.server.router().session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
