@@ -7,8 +7,9 @@
 #   server_start WORKDIR         writes WORKDIR/starling.toml (data in WORKDIR/data, listeners
 #                                on free loopback ports), creates the accounts $INTEROP_ACCOUNTS
 #                                with the CLI, starts `starling serve` (log in WORKDIR/server.log)
-#                                and waits until both ports accept connections; exports
-#                                STARLING_C2S_PORT and STARLING_DIRECT_TLS_PORT
+#                                and waits until its ports accept connections; exports
+#                                STARLING_C2S_PORT, STARLING_DIRECT_TLS_PORT and
+#                                STARLING_HTTP_PORT (plaintext HTTP: WebSocket, BOSH)
 #   server_stop                  SIGTERM, then waits; fails when the server does not exit by
 #                                itself with status 0 within 10 s (it is then killed)
 #
@@ -48,13 +49,14 @@ port_open() {
 # handshake gets logged as a failed handshake, so that port is only probed when the log does
 # not already name it.
 listening() {
-    local dir=$1 c2s=$2 tls=$3
+    local dir=$1 c2s=$2 tls=$3 http=$4
     port_open "$c2s" || return 1
+    port_open "$http" || return 1
     grep -q "127\.0\.0\.1:$tls\b" "$dir/server.log" || port_open "$tls"
 }
 
 write_config() {
-    local dir=$1 c2s=$2 tls=$3
+    local dir=$1 c2s=$2 tls=$3 http=$4
     cat >"$dir/starling.toml" <<EOF
 [server]
 hosts = ["$STARLING_DOMAIN"]
@@ -71,6 +73,10 @@ address = "127.0.0.1:$c2s"
 [[listener]]
 kind = "c2s-direct-tls"
 address = "127.0.0.1:$tls"
+
+[[listener]]
+kind = "http"
+address = "127.0.0.1:$http"
 
 [log]
 level = "${INTEROP_SERVER_LOG:-info}"
@@ -92,11 +98,11 @@ create_accounts() {
 }
 
 server_start() {
-    local dir=$1 attempt c2s tls
+    local dir=$1 attempt c2s tls http
     mkdir -p "$dir/data"
     for attempt in 1 2 3; do
-        read -r c2s tls < <(free_ports 2)
-        write_config "$dir" "$c2s" "$tls"
+        read -r c2s tls http < <(free_ports 3)
+        write_config "$dir" "$c2s" "$tls" "$http"
         if [ "$attempt" -eq 1 ]; then
             create_accounts "$dir" || return 1
         fi
@@ -106,14 +112,14 @@ server_start() {
             if ! kill -0 "$SERVER_PID" 2>/dev/null; then
                 break
             fi
-            if listening "$dir" "$c2s" "$tls"; then
-                export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls
+            if listening "$dir" "$c2s" "$tls" "$http"; then
+                export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls STARLING_HTTP_PORT=$http
                 return 0
             fi
             sleep 0.1
         done
         if kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "the server did not listen on $c2s and $tls within 15 s" >&2
+            echo "the server did not listen on $c2s, $tls and $http within 15 s" >&2
             server_stop || true
             return 1
         fi
