@@ -263,3 +263,56 @@ async fn host_meta_uses_the_public_url() {
     );
     assert!(body.contains("https://chat.example.org/http-bind"), "{body}");
 }
+
+/// A WebSocket session is an ordinary session: carbons (XEP-0280) and the archive (XEP-0313)
+/// work as over TCP.
+#[tokio::test]
+async fn websocket_session_gets_carbons_and_archive() {
+    let (server, addr) = start_http(|_| {}).await;
+    server.add_user("alice", "alice-pw").await;
+    server.add_user("bob", "bob-pw").await;
+    let mut web = ws_connect(&format!("ws://{addr}/xmpp-websocket"), Some("xmpp"), None)
+        .await
+        .unwrap();
+    web.login("alice", "alice-pw", "web").await;
+    web.send("<iq xmlns='jabber:client' type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        .await;
+    let r = web.recv_until(|e| e.attr("id") == Some("c1")).await;
+    assert_eq!(r.attr("type"), Some("result"), "{r:?}");
+    let mut tcp = server.login("alice", "alice-pw", "tcp").await;
+    tcp.available().await;
+    let mut bob = server.login("bob", "bob-pw", "b").await;
+    bob.send("<message to='alice@localhost/tcp' type='chat'><body>to the other device</body></message>")
+        .await;
+    let carbon = web
+        .recv_until(|e| e.name() == "message")
+        .await;
+    let received = carbon
+        .get_child("received", "urn:xmpp:carbons:2")
+        .unwrap_or_else(|| panic!("a carbon copy: {carbon:?}"));
+    let fwd = received
+        .get_child("forwarded", "urn:xmpp:forward:0")
+        .and_then(|f| f.get_child("message", "jabber:client"))
+        .expect("forwarded message");
+    assert_eq!(body_of(fwd).as_deref(), Some("to the other device"));
+    tcp.recv_until(|e| e.name() == "message").await;
+
+    web.send("<iq xmlns='jabber:client' type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='x'/></iq>")
+        .await;
+    let mut archived = Vec::new();
+    loop {
+        let el = web.recv().await;
+        if el.name() == "iq" && el.attr("id") == Some("q1") {
+            assert_eq!(el.attr("type"), Some("result"), "{el:?}");
+            break;
+        }
+        if let Some(r) = el.get_child("result", "urn:xmpp:mam:2") {
+            let m = r
+                .get_child("forwarded", "urn:xmpp:forward:0")
+                .and_then(|f| f.get_child("message", "jabber:client"))
+                .expect("archived message");
+            archived.extend(body_of(m));
+        }
+    }
+    assert_eq!(archived, vec!["to the other device".to_owned()]);
+}

@@ -68,25 +68,15 @@ impl Sessions {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => {}
+                    // The c2s tasks end their streams with system-shutdown; nothing to sweep.
+                    _ = shutdown.cancelled() => break,
                 }
                 let Some(sessions) = weak.upgrade() else { break };
-                let stopping = shutdown.is_cancelled();
                 let all: Vec<Arc<Session>> = sessions.map.lock().values().cloned().collect();
                 for s in all {
-                    if stopping {
-                        // The c2s task ends the stream with system-shutdown; wake its reader.
-                        continue;
-                    }
                     s.check_inactivity();
                 }
-                sessions
-                    .map
-                    .lock()
-                    .retain(|_, s| !s.state.lock().finished_and_drained());
-                if stopping && sessions.map.lock().is_empty() {
-                    break;
-                }
+                sessions.map.lock().retain(|_, s| !s.gone());
             }
         });
         sessions
@@ -556,6 +546,18 @@ impl Session {
         }
         // A waiter that went away (broken connection) gets it from the cache on a repeat.
         let _ = held.reply.send(body);
+    }
+
+    /// Whether the session can be forgotten: ended, and either the client was told or it
+    /// has not come back for `inactivity` seconds.
+    fn gone(&self) -> bool {
+        let st = self.state.lock();
+        st.finished_and_drained()
+            || (st.ended.is_some()
+                && st.held.is_empty()
+                && st
+                    .idle_since
+                    .is_some_and(|t| t.elapsed() > Duration::from_secs(self.inactivity)))
     }
 
     fn check_inactivity(&self) {
