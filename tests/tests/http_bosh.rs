@@ -57,7 +57,11 @@ async fn bosh_creation_errors() {
         &format!("<body xmlns='{HTTPBIND}' rid='1' sid='0123456789abcdef0123456789abcdef'/>"),
     )
     .await;
-    assert_eq!(resp.attr("condition"), Some("item-not-found"), "unknown sid");
+    assert_eq!(
+        resp.attr("condition"),
+        Some("item-not-found"),
+        "unknown sid"
+    );
     let (status, _, _) = http(addr, "POST", "/http-bind", &[], "<body").await;
     assert_eq!(status, 400, "not XML");
     let resp = bosh_post(addr, &format!("<body xmlns='{HTTPBIND}' to='localhost'/>")).await;
@@ -155,7 +159,9 @@ async fn bosh_repeated_request_gets_the_same_answer_and_is_not_reprocessed() {
     );
     let first = bosh_post(addr, &req).await;
     assert!(
-        first.children().any(|c| body_of(c).as_deref() == Some("for alice")),
+        first
+            .children()
+            .any(|c| body_of(c).as_deref() == Some("for alice")),
         "{first:?}"
     );
     // The client lost the response: it repeats the request and gets the same answer...
@@ -196,7 +202,10 @@ async fn bosh_old_rid_no_longer_cached_ends_the_session() {
     // The creation rid was answered long ago (only the last `requests` answers are kept).
     let resp = bosh_post(
         addr,
-        &format!("<body xmlns='{HTTPBIND}' rid='1000000' sid='{}'/>", alice.sid),
+        &format!(
+            "<body xmlns='{HTTPBIND}' rid='1000000' sid='{}'/>",
+            alice.sid
+        ),
     )
     .await;
     assert_eq!(resp.attr("condition"), Some("item-not-found"));
@@ -315,7 +324,7 @@ async fn bosh_session_survives_connection_churn() {
     while got.len() < total && tokio::time::Instant::now() < deadline {
         n += 1;
         let (_, req) = alice.body("", "");
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             // Send the request and drop the connection before the answer comes.
             use tokio::io::AsyncWriteExt;
             let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -26,12 +26,16 @@ async fn websocket_alice_chats_with_a_tcp_bob() {
         .collect();
     assert!(mechs.contains(&"PLAIN".to_owned()), "{mechs:?}");
     assert!(!mechs.iter().any(|m| m.ends_with("-PLUS")), "{mechs:?}");
-    alice.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
-        plain_b64("alice", "alice-pw")
-    ))
-    .await;
-    assert!(alice.recv().await.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"));
+    alice
+        .send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            plain_b64("alice", "alice-pw")
+        ))
+        .await;
+    assert!(alice
+        .recv()
+        .await
+        .is("success", "urn:ietf:params:xml:ns:xmpp-sasl"));
     alice.open().await;
     alice
         .send("<iq type='set' id='b1' xmlns='jabber:client'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind></iq>")
@@ -52,8 +56,10 @@ async fn websocket_alice_chats_with_a_tcp_bob() {
     );
 
     // bob -> alice: one WebSocket message per stanza, with its namespace declared.
-    bob.send("<message to='alice@localhost/web' type='chat'><body>hi &amp; welcome</body></message>")
-        .await;
+    bob.send(
+        "<message to='alice@localhost/web' type='chat'><body>hi &amp; welcome</body></message>",
+    )
+    .await;
     let text = loop {
         let t = alice.recv_text().await.expect("message");
         if t.starts_with("<message") {
@@ -67,9 +73,7 @@ async fn websocket_alice_chats_with_a_tcp_bob() {
 
     // <close/> ends the session: the server answers <close/> and closes the socket.
     alice.send(&format!("<close xmlns='{FRAMING}'/>")).await;
-    let close = alice
-        .recv_until(|e| e.is("close", FRAMING))
-        .await;
+    let close = alice.recv_until(|e| e.is("close", FRAMING)).await;
     assert!(close.is("close", FRAMING));
     assert!(alice.recv_text().await.is_none());
     let jid = starling_proto::jid::Jid::parse("alice@localhost/web").unwrap();
@@ -175,8 +179,10 @@ async fn websocket_see_other_uri() {
     let mut ws = ws_connect(&format!("ws://{addr}/xmpp-websocket"), Some("xmpp"), None)
         .await
         .unwrap();
-    ws.send(&format!("<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"))
-        .await;
+    ws.send(&format!(
+        "<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"
+    ))
+    .await;
     assert!(ws.recv().await.is("open", FRAMING));
     let close = ws.recv().await;
     assert!(close.is("close", FRAMING));
@@ -219,7 +225,10 @@ async fn host_meta_announces_websocket_and_bosh() {
     let (_server, addr) = start_http(|_| {}).await;
     let (status, headers, body) = http(addr, "GET", "/.well-known/host-meta", &[], "").await;
     assert_eq!(status, 200);
-    assert_eq!(header(&headers, "content-type"), Some("application/xrd+xml"));
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/xrd+xml")
+    );
     assert_eq!(header(&headers, "access-control-allow-origin"), Some("*"));
     let xrd = parse(&body);
     let links: Vec<(String, String)> = xrd
@@ -239,8 +248,7 @@ async fn host_meta_announces_websocket_and_bosh() {
         "urn:xmpp:alt-connections:xbosh".into(),
         format!("http://{addr}/http-bind")
     )));
-    let (status, headers, body) =
-        http(addr, "GET", "/.well-known/host-meta.json", &[], "").await;
+    let (status, headers, body) = http(addr, "GET", "/.well-known/host-meta.json", &[], "").await;
     assert_eq!(status, 200);
     assert_eq!(header(&headers, "content-type"), Some("application/json"));
     assert!(
@@ -261,7 +269,10 @@ async fn host_meta_uses_the_public_url() {
         body.contains("wss://chat.example.org/xmpp-websocket"),
         "{body}"
     );
-    assert!(body.contains("https://chat.example.org/http-bind"), "{body}");
+    assert!(
+        body.contains("https://chat.example.org/http-bind"),
+        "{body}"
+    );
 }
 
 /// A WebSocket session is an ordinary session: carbons (XEP-0280) and the archive (XEP-0313)
@@ -275,18 +286,20 @@ async fn websocket_session_gets_carbons_and_archive() {
         .await
         .unwrap();
     web.login("alice", "alice-pw", "web").await;
-    web.send("<iq xmlns='jabber:client' type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
-        .await;
+    web.send(
+        "<iq xmlns='jabber:client' type='set' id='c1'><enable xmlns='urn:xmpp:carbons:2'/></iq>",
+    )
+    .await;
     let r = web.recv_until(|e| e.attr("id") == Some("c1")).await;
     assert_eq!(r.attr("type"), Some("result"), "{r:?}");
     let mut tcp = server.login("alice", "alice-pw", "tcp").await;
     tcp.available().await;
     let mut bob = server.login("bob", "bob-pw", "b").await;
-    bob.send("<message to='alice@localhost/tcp' type='chat'><body>to the other device</body></message>")
-        .await;
-    let carbon = web
-        .recv_until(|e| e.name() == "message")
-        .await;
+    bob.send(
+        "<message to='alice@localhost/tcp' type='chat'><body>to the other device</body></message>",
+    )
+    .await;
+    let carbon = web.recv_until(|e| e.name() == "message").await;
     let received = carbon
         .get_child("received", "urn:xmpp:carbons:2")
         .unwrap_or_else(|| panic!("a carbon copy: {carbon:?}"));

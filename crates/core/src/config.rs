@@ -594,7 +594,12 @@ impl Config {
         }
         for (key, value, min, max) in [
             ("websocket_ping_secs", http.websocket_ping_secs, 1, 3600),
-            ("bosh_max_sessions", http.bosh_max_sessions as u64, 1, 10_000_000),
+            (
+                "bosh_max_sessions",
+                http.bosh_max_sessions as u64,
+                1,
+                10_000_000,
+            ),
             ("bosh_max_wait_secs", http.bosh_max_wait_secs, 1, 3600),
             ("bosh_max_hold", u64::from(http.bosh_max_hold), 1, 16),
             ("bosh_inactivity_secs", http.bosh_inactivity_secs, 1, 3600),

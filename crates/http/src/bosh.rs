@@ -71,7 +71,9 @@ impl Sessions {
                     // The c2s tasks end their streams with system-shutdown; nothing to sweep.
                     _ = shutdown.cancelled() => break,
                 }
-                let Some(sessions) = weak.upgrade() else { break };
+                let Some(sessions) = weak.upgrade() else {
+                    break;
+                };
                 let all: Vec<Arc<Session>> = sessions.map.lock().values().cloned().collect();
                 for s in all {
                     s.check_inactivity();
@@ -250,7 +252,10 @@ async fn handle(app: &App, info: ConnInfo, text: &str) -> Response {
         Ok(b) if b.is("body", NS_HTTPBIND) => b,
         _ => {
             // §17.1: a request we cannot parse is a bad request.
-            return (StatusCode::BAD_REQUEST, xml_response(terminate_body("bad-request")))
+            return (
+                StatusCode::BAD_REQUEST,
+                xml_response(terminate_body("bad-request")),
+            )
                 .into_response();
         }
     };
@@ -274,7 +279,10 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
     let config = app.config();
     let http = &config.http;
     if !app.confidential(&info) {
-        return refuse(StatusCode::FORBIDDEN, "client streams need HTTPS on this server\n");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "client streams need HTTPS on this server\n",
+        );
     }
     let Some(to) = body.attr("to").map(str::to_owned) else {
         return xml_response(terminate_body("improper-addressing"));
@@ -362,7 +370,9 @@ impl Session {
                 if st.ended.is_some() && st.inbound.is_empty() {
                     break;
                 }
-                st.inbound.pop_front().inspect(|b| st.inbound_bytes -= b.len())
+                st.inbound
+                    .pop_front()
+                    .inspect(|b| st.inbound_bytes -= b.len())
             };
             match next {
                 Some(bytes) => {
@@ -411,7 +421,7 @@ impl Session {
             };
             outbound.feed(&buf[..n]);
             loop {
-                match outbound.next() {
+                match outbound.next_event() {
                     Ok(None) => break,
                     Ok(Some(StreamEvent::Open(h))) => {
                         self.state.lock().stream_id = h.id;
@@ -505,15 +515,14 @@ impl Session {
             self.out_room.notify_one();
         }
         let last = st.out.is_empty();
-        match (&st.ended, last) {
-            (Some(why), true) => {
-                st.terminate_sent = true;
-                attrs.push_str(" type='terminate'");
-                if let Ended::Condition(c) = why {
-                    attrs.push_str(&format!(" condition='{c}'"));
-                }
-            }
-            _ => {}
+        if let (Some(why), true) = (&st.ended, last) {
+            let condition = match why {
+                Ended::Condition(c) => format!(" condition='{c}'"),
+                Ended::Normal => String::new(),
+            };
+            st.terminate_sent = true;
+            attrs.push_str(" type='terminate'");
+            attrs.push_str(&condition);
         }
         if content.is_empty() {
             format!("<body xmlns='{NS_HTTPBIND}'{attrs}/>")
@@ -709,7 +718,9 @@ impl Session {
         drop(st);
         match rx.try_recv() {
             Ok(body) => xml_response(body),
-            Err(_) => xml_response(String::from("<body xmlns='http://jabber.org/protocol/httpbind'/>")),
+            Err(_) => xml_response(String::from(
+                "<body xmlns='http://jabber.org/protocol/httpbind'/>",
+            )),
         }
     }
 }

@@ -83,7 +83,10 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         assert!(origin_allowed(&c, &h));
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(!origin_allowed(&c, &h));
         h.insert(
             header::ORIGIN,
@@ -91,7 +94,10 @@ mod tests {
         );
         assert!(origin_allowed(&c, &h));
         c.allowed_origins = vec!["*".into()];
-        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
         assert!(origin_allowed(&c, &h));
     }
 }

@@ -161,7 +161,7 @@ impl Outbound {
     }
 
     /// The next complete event. A SASL `<success/>` resets the reader for the new stream.
-    pub fn next(&mut self) -> Result<Option<StreamEvent>, StreamError> {
+    pub fn next_event(&mut self) -> Result<Option<StreamEvent>, StreamError> {
         let ev = self.framer.next_event()?;
         if let Some(StreamEvent::Stanza(el)) = &ev {
             if el.is("success", ns::SASL) {
@@ -228,11 +228,17 @@ mod tests {
     fn outbound_restarts_after_success() {
         let mut o = Outbound::new(65536);
         o.feed(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='x' from='b' version='1.0'>");
-        assert!(matches!(o.next().unwrap(), Some(StreamEvent::Open(_))));
+        assert!(matches!(
+            o.next_event().unwrap(),
+            Some(StreamEvent::Open(_))
+        ));
         o.feed(b"<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>");
-        assert!(matches!(o.next().unwrap(), Some(StreamEvent::Stanza(_))));
+        assert!(matches!(
+            o.next_event().unwrap(),
+            Some(StreamEvent::Stanza(_))
+        ));
         o.feed(b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' id='y' from='b' version='1.0'><stream:features/>");
-        match o.next().unwrap() {
+        match o.next_event().unwrap() {
             Some(StreamEvent::Open(h)) => {
                 assert_eq!(h.id.as_deref(), Some("y"));
                 assert_eq!(
@@ -242,7 +248,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match o.next().unwrap() {
+        match o.next_event().unwrap() {
             Some(StreamEvent::Stanza(el)) => assert_eq!(
                 element_text(&el),
                 "<stream:features xmlns:stream='http://etherx.jabber.org/streams'/>"

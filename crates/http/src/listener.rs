@@ -133,7 +133,10 @@ fn routes(app: App, config: &starling_core::Config) -> Router {
                 .options(preflight)
                 .get(|| async { "Starling BOSH endpoint: POST XEP-0124 bodies here.\n" }),
         )
-        .route("/.well-known/host-meta", get(host_meta_xml).options(preflight))
+        .route(
+            "/.well-known/host-meta",
+            get(host_meta_xml).options(preflight),
+        )
         .route(
             "/.well-known/host-meta.json",
             get(host_meta_json).options(preflight),
@@ -199,8 +202,7 @@ async fn accept_loop(
             match tls {
                 None => serve(tcp, ConnInfo { peer, tls: false }, router, shutdown).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                    {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             serve(stream, ConnInfo { peer, tls: true }, router, shutdown).await
                         }

@@ -201,7 +201,7 @@ async fn run(app: App, info: ConnInfo, socket: WebSocket, pipe: DuplexStream) {
                 };
                 outbound.feed(&buf[..n]);
                 loop {
-                    let ev = match outbound.next() {
+                    let ev = match outbound.next_event() {
                         Ok(Some(ev)) => ev,
                         Ok(None) => break,
                         Err(e) => {

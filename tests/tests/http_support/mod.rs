@@ -172,7 +172,10 @@ impl Ws {
         ))
         .await;
         let success = self.recv().await;
-        assert!(success.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"), "{success:?}");
+        assert!(
+            success.is("success", "urn:ietf:params:xml:ns:xmpp-sasl"),
+            "{success:?}"
+        );
         let features = self.open().await;
         assert!(features.has_child("bind", "urn:ietf:params:xml:ns:xmpp-bind"));
         self.send(&format!(
@@ -312,7 +315,10 @@ impl Bosh {
             ),
         )
         .await;
-        let sid = resp.attr("sid").expect("sid in the creation response").to_owned();
+        let sid = resp
+            .attr("sid")
+            .expect("sid in the creation response")
+            .to_owned();
         (
             Bosh {
                 addr,
@@ -355,13 +361,19 @@ impl Bosh {
     }
 
     /// Logs in with PLAIN, restarts and binds `resource`; returns the full JID.
-    pub async fn login(addr: SocketAddr, user: &str, password: &str, resource: &str) -> (Bosh, String) {
+    pub async fn login(
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> (Bosh, String) {
         let (mut b, resp) = Bosh::create(addr, 1, 2).await;
         let features = match resp.get_child("features", "http://etherx.jabber.org/streams") {
             Some(f) => f.clone(),
-            None => b
-                .poll_until(|e| e.is("features", "http://etherx.jabber.org/streams"))
-                .await,
+            None => {
+                b.poll_until(|e| e.is("features", "http://etherx.jabber.org/streams"))
+                    .await
+            }
         };
         assert!(features.has_child("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl"));
         let resp = b
