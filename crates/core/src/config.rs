@@ -753,7 +753,12 @@ mod tests {
         assert_eq!(c.server.hosts, vec!["localhost"]);
         assert_eq!(c.c2s.max_stanza_bytes, 262_144);
         assert!(c.c2s.require_tls);
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(c.listeners[2].kind, ListenerKind::Http);
+        assert_eq!(c.listeners[2].address.to_string(), "127.0.0.1:5280");
+        assert_eq!(c.listeners[3].kind, ListenerKind::Https);
+        assert_eq!(c.http.websocket_path, "/xmpp-websocket");
+        assert_eq!(c.http.bosh_path, "/http-bind");
     }
 
     #[test]
@@ -819,6 +824,18 @@ mod tests {
         let bad = "[pep]\nmax_nodes = 0\n[[external_service]]\ntype = \"turn\"\nhost = \"t\"\nusername = \"u\"\n";
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn http_section() {
+        let text = "[[listener]]\nkind = \"https\"\naddress = \"0.0.0.0:5443\"\n[http]\nwebsocket_path = \"/ws\"\nallowed_origins = [\"https://a.example\"]\nbosh_max_hold = 2\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.listeners[0].kind, ListenerKind::Https);
+        assert_eq!(c.http.websocket_path, "/ws");
+        assert_eq!(c.http.bosh_max_hold, 2);
+        let bad = "[http]\nwebsocket_path = \"ws\"\nbosh_path = \"ws\"\nbosh_max_hold = 0\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

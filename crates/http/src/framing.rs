@@ -36,25 +36,28 @@ pub fn parse_elements(text: &str, limits: Limits) -> Result<Vec<Element>, Stream
     });
     framer.feed(WRAP_OPEN.as_bytes());
     framer.feed(text.as_bytes());
-    framer.feed(WRAP_CLOSE.as_bytes());
     let mut out = Vec::new();
     match framer.next_event()? {
         Some(StreamEvent::Open(_)) => {}
         _ => return Err(not_well_formed()),
     }
+    // The client's text alone: complete elements come out, and nothing may close the stream.
     loop {
         match framer.next_event()? {
             Some(StreamEvent::Stanza(el)) => out.push(el),
-            Some(StreamEvent::Close) => break,
-            // Input ended inside an element: the closing tag we added did not close the
-            // stream, so the client's text left something open.
-            None | Some(StreamEvent::Open(_)) => return Err(not_well_formed()),
+            None => break,
+            Some(StreamEvent::Open(_) | StreamEvent::Close) => return Err(not_well_formed()),
         }
     }
-    if framer.buffered() > 0 {
-        // Something after our closing tag was left: the client's text closed the stream
-        // itself and added more.
-        return Err(not_well_formed());
+    // Our closing tag must close the stream: otherwise the text left an element open.
+    framer.feed(WRAP_CLOSE.as_bytes());
+    loop {
+        match framer.next_event()? {
+            Some(StreamEvent::Close) => break,
+            // An element completed only by our closing tag is impossible (it would need the
+            // client's own end tag), so anything else means the text was not complete.
+            _ => return Err(not_well_formed()),
+        }
     }
     Ok(out)
 }
