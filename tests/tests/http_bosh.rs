@@ -349,3 +349,46 @@ async fn bosh_session_survives_connection_churn() {
     assert_eq!(got, want, "every message once, in order");
     let _bob = sender.await.unwrap();
 }
+
+fn sha1_hex(s: &str) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// XEP-0124 §15: with `newkey` at creation, each request must carry the next key of the
+/// sequence; a request with a wrong key (someone who learnt the sid) ends the session.
+#[tokio::test]
+async fn bosh_key_sequence_protects_the_session() {
+    let (_server, addr) = start_http(|_| {}).await;
+    let k0 = "seed-of-the-key-sequence".to_owned();
+    let k1 = sha1_hex(&k0);
+    let k2 = sha1_hex(&k1);
+    let k3 = sha1_hex(&k2);
+    let resp = bosh_post(
+        addr,
+        &format!(
+            "<body xmlns='{HTTPBIND}' rid='100' to='localhost' wait='1' hold='1' newkey='{k3}'/>"
+        ),
+    )
+    .await;
+    let sid = resp.attr("sid").unwrap().to_owned();
+    let req = |rid: u32, key: &str| {
+        format!("<body xmlns='{HTTPBIND}' rid='{rid}' sid='{sid}' key='{key}'/>")
+    };
+    let r = bosh_post(addr, &req(101, &k2)).await;
+    assert_ne!(r.attr("type"), Some("terminate"), "{r:?}");
+    // A repeat must carry the same key; with it, it gets the same answer.
+    let again = bosh_post(addr, &req(101, &k2)).await;
+    assert_ne!(again.attr("type"), Some("terminate"), "{again:?}");
+    let r = bosh_post(addr, &req(102, &k1)).await;
+    assert_ne!(r.attr("type"), Some("terminate"), "{r:?}");
+    // The right rid with a wrong key.
+    let r = bosh_post(addr, &req(103, "0123456789abcdef0123456789abcdef01234567")).await;
+    assert_eq!(r.attr("type"), Some("terminate"));
+    assert_eq!(r.attr("condition"), Some("item-not-found"));
+    let r = bosh_post(addr, &req(104, &k0)).await;
+    assert_eq!(r.attr("type"), Some("terminate"), "the session is over");
+}

@@ -15,6 +15,11 @@
 //! for `inactivity` seconds the session ends (§10). `xmpp:restart='true'` restarts the stream
 //! (XEP-0206 §5); `type='terminate'` ends it after delivering its payload (§13).
 //!
+//! Session security (§15, §7.3): the sid is 128 random bits; a client that sends `newkey`
+//! at creation must then prove each request with the next key of its SHA-1 key sequence
+//! (`key` hashing to the previous key), repeats included, or the session ends with
+//! `item-not-found`.
+//!
 //! Limits: `http.bosh_max_sessions`, the body size (c2s `max_stanza_bytes` + 16 KiB), `wait`
 //! capped at `http.bosh_max_wait_secs`, `hold` at `http.bosh_max_hold`, and both queues
 //! between HTTP and the stream bounded in bytes.
@@ -107,6 +112,8 @@ enum Ended {
 /// One request waiting for its response.
 struct Held {
     rid: u64,
+    /// The `key` the request carried (a repeat must carry the same).
+    key: Option<String>,
     reply: oneshot::Sender<String>,
 }
 
@@ -121,7 +128,9 @@ struct SessionState {
     /// Highest rid processed (all below it too).
     last_rid: u64,
     /// Requests answered, by rid, for repeats (the last `requests` of them).
-    answered: VecDeque<(u64, String)>,
+    answered: VecDeque<(u64, String, Option<String>)>,
+    /// The current key of the client's key sequence (§15), when it uses one.
+    key: Option<String>,
     /// Held requests, oldest (lowest rid) first.
     held: VecDeque<Held>,
     /// Requests waiting for a gap to be filled.
@@ -186,6 +195,15 @@ fn xml_lang(el: &Element) -> Option<&str> {
         .iter()
         .find(|((attr_ns, n), _)| attr_ns.as_str() == ns::XML && n.as_str() == "lang")
         .map(|(_, v)| v.as_str())
+}
+
+/// Lower-case hex SHA-1 of a key (XEP-0124 §15).
+fn sha1_hex(key: &str) -> String {
+    use sha1::Digest;
+    sha1::Sha1::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A terminate body without a session (unknown sid, bad request...).
@@ -323,6 +341,7 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
         state: Mutex::new(SessionState {
             last_rid: rid,
             answered: VecDeque::new(),
+            key: body.attr("newkey").map(str::to_owned),
             held: VecDeque::new(),
             early: BTreeMap::new(),
             out: VecDeque::new(),
@@ -349,7 +368,11 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
         let mut st = session.state.lock();
         let header = client_header(Some(&to), Some("1.0"), session.lang.as_deref());
         session.push_inbound(&mut st, header.into_bytes());
-        st.held.push_back(Held { rid, reply: tx });
+        st.held.push_back(Held {
+            rid,
+            key: None,
+            reply: tx,
+        });
     }
     session.wait_reply(rid, rx).await
 }
@@ -549,7 +572,7 @@ impl Session {
     }
 
     fn answer(&self, st: &mut SessionState, held: Held, body: String) {
-        st.answered.push_back((held.rid, body.clone()));
+        st.answered.push_back((held.rid, body.clone(), held.key));
         while st.answered.len() > self.requests as usize {
             st.answered.pop_front();
         }
@@ -598,12 +621,16 @@ impl Session {
         if rid <= st.last_rid {
             // A repeat (§14.3): the same answer again, or take over a held request whose
             // HTTP connection was lost.
-            if let Some((_, answer)) = st.answered.iter().find(|(r, _)| *r == rid) {
-                return Some(answer.clone());
-            }
-            if let Some(h) = st.held.iter_mut().find(|h| h.rid == rid) {
-                h.reply = tx;
-                return None;
+            let key = body.attr("key");
+            if let Some((_, answer, k)) = st.answered.iter().find(|(r, _, _)| *r == rid) {
+                if k.as_deref() == key {
+                    return Some(answer.clone());
+                }
+            } else if let Some(h) = st.held.iter_mut().find(|h| h.rid == rid) {
+                if h.key.as_deref() == key {
+                    h.reply = tx;
+                    return None;
+                }
             }
             drop(st);
             tracing::info!(sid = %self.sid, rid, "BOSH request repeats an rid no longer known");
@@ -639,6 +666,7 @@ impl Session {
                 break;
             };
             st.last_rid = want;
+            let key = next.body.attr("key").map(str::to_owned);
             if let Err(condition) = self.process(&mut st, want, next.body) {
                 drop(st);
                 let _ = next.reply.send(terminate_body(condition));
@@ -647,6 +675,7 @@ impl Session {
             }
             st.held.push_back(Held {
                 rid: want,
+                key,
                 reply: next.reply,
             });
         }
@@ -656,6 +685,14 @@ impl Session {
 
     /// Applies one in-sequence request's content (caller holds the lock).
     fn process(&self, st: &mut SessionState, rid: u64, body: Element) -> Result<(), &'static str> {
+        if let Some(current) = &st.key {
+            let proven = body.attr("key").is_some_and(|k| sha1_hex(k) == *current);
+            if !proven {
+                tracing::info!(sid = %self.sid, rid, "BOSH request without the right key");
+                return Err("item-not-found");
+            }
+            st.key = body.attr("newkey").or(body.attr("key")).map(str::to_owned);
+        }
         let empty = body.children().next().is_none();
         let terminate = body.attr("type") == Some("terminate");
         if empty && !terminate && self.hold == 0 && xbosh_attr(&body, "restart").is_none() {
