@@ -51,13 +51,11 @@ pub fn parse_elements(text: &str, limits: Limits) -> Result<Vec<Element>, Stream
     }
     // Our closing tag must close the stream: otherwise the text left an element open.
     framer.feed(WRAP_CLOSE.as_bytes());
-    loop {
-        match framer.next_event()? {
-            Some(StreamEvent::Close) => break,
-            // An element completed only by our closing tag is impossible (it would need the
-            // client's own end tag), so anything else means the text was not complete.
-            _ => return Err(not_well_formed()),
-        }
+    match framer.next_event()? {
+        Some(StreamEvent::Close) => {}
+        // An element completed only by our closing tag is impossible (it would need the
+        // client's own end tag), so anything else means the text was not complete.
+        _ => return Err(not_well_formed()),
     }
     Ok(out)
 }
