@@ -736,8 +736,9 @@ impl Session {
         tokio::select! {
             r = &mut rx => match r {
                 Ok(body) => return xml_response(body),
-                // Replaced by a repeat of the same rid: this connection is being abandoned.
-                Err(_) => return xml_response(terminate_body("item-not-found")),
+                // Replaced by a repeat of the same rid, which gets the real answer; this
+                // connection is being abandoned by the client.
+                Err(_) => return xml_response(format!("<body xmlns='{NS_HTTPBIND}'/>")),
             },
             _ = deadline => {}
         }

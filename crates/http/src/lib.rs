@@ -14,4 +14,4 @@ pub mod hostmeta;
 pub mod listener;
 pub mod websocket;
 
-pub use listener::{start, HttpListeners};
+pub use listener::{start, start_with_routes, ConnInfo, HttpListeners};

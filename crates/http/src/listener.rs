@@ -87,6 +87,16 @@ pub async fn start(
     entry: C2sEntry,
     tls: Arc<rustls::ServerConfig>,
 ) -> std::io::Result<HttpListeners> {
+    start_with_routes(entry, tls, Router::new()).await
+}
+
+/// [`start`], with more routes served on the same listeners (HTTP upload, metrics). Their
+/// handlers can take `Extension<ConnInfo>` to learn the peer and whether it came over TLS.
+pub async fn start_with_routes(
+    entry: C2sEntry,
+    tls: Arc<rustls::ServerConfig>,
+    extra: Router,
+) -> std::io::Result<HttpListeners> {
     let server = entry.server().clone();
     let config = server.config();
     let mut tls_config = (*tls).clone();
@@ -96,7 +106,7 @@ pub async fn start(
         entry,
         bosh: bosh::Sessions::start(server.clone()),
     };
-    let router = routes(app, config);
+    let router = routes(app, config).merge(extra);
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
     for l in &config.listeners {
