@@ -78,8 +78,13 @@ impl App {
 
     /// Whether a client stream may run over this connection (see the module docs).
     pub(crate) fn confidential(&self, info: &ConnInfo) -> bool {
-        info.tls || info.peer.ip().is_loopback() || !self.config().c2s.require_tls
+        stream_allowed(info, self.config().c2s.require_tls)
     }
+}
+
+/// HTTPS, a loopback peer, or TLS not required.
+fn stream_allowed(info: &ConnInfo, require_tls: bool) -> bool {
+    info.tls || info.peer.ip().is_loopback() || !require_tls
 }
 
 /// Binds every `http` and `https` listener of the configuration and starts serving.
@@ -254,5 +259,23 @@ async fn serve<IO>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_connections_may_carry_streams() {
+        let info = |peer: &str, tls| ConnInfo {
+            peer: peer.parse().unwrap(),
+            tls,
+        };
+        assert!(stream_allowed(&info("127.0.0.1:1", false), true));
+        assert!(stream_allowed(&info("[::1]:1", false), true));
+        assert!(stream_allowed(&info("192.0.2.7:1", true), true));
+        assert!(!stream_allowed(&info("192.0.2.7:1", false), true));
+        assert!(stream_allowed(&info("192.0.2.7:1", false), false));
     }
 }
