@@ -392,3 +392,31 @@ async fn bosh_key_sequence_protects_the_session() {
     let r = bosh_post(addr, &req(104, &k0)).await;
     assert_eq!(r.attr("type"), Some("terminate"), "the session is over");
 }
+
+/// A stream error on the session's stream (here: the resource is taken over by a new TCP
+/// login) ends the BOSH session with `remote-stream-error` and the error inside (XEP-0206).
+#[tokio::test]
+async fn bosh_stream_error_becomes_remote_stream_error() {
+    let (server, addr) = start_http(|_| {}).await;
+    server.add_user("alice", "alice-pw").await;
+    let (mut alice, _) = Bosh::login(addr, "alice", "alice-pw", "same").await;
+    let _tcp = server.login("alice", "alice-pw", "same").await;
+    let mut end = None;
+    for _ in 0..5 {
+        let resp = alice.send("", "").await;
+        if resp.attr("type") == Some("terminate") {
+            end = Some(resp);
+            break;
+        }
+    }
+    let end = end.expect("the BOSH session was terminated");
+    assert_eq!(
+        end.attr("condition"),
+        Some("remote-stream-error"),
+        "{end:?}"
+    );
+    let err = end
+        .get_child("error", "http://etherx.jabber.org/streams")
+        .expect("the stream error inside");
+    assert!(err.has_child("conflict", "urn:ietf:params:xml:ns:xmpp-streams"));
+}
