@@ -7,8 +7,9 @@
 #   server_start WORKDIR         writes WORKDIR/starling.toml (data in WORKDIR/data, listeners
 #                                on free loopback ports), creates the accounts $INTEROP_ACCOUNTS
 #                                with the CLI, starts `starling serve` (log in WORKDIR/server.log)
-#                                and waits until both ports accept connections; exports
-#                                STARLING_C2S_PORT and STARLING_DIRECT_TLS_PORT, and
+#                                and waits until its ports accept connections; exports
+#                                STARLING_C2S_PORT, STARLING_DIRECT_TLS_PORT and
+#                                STARLING_HTTP_PORT (plaintext HTTP: WebSocket, BOSH), and
 #                                STARLING_COMPONENT_PORT where the component
 #                                $STARLING_COMPONENT_DOMAIN (XEP-0114) may connect with
 #                                $STARLING_COMPONENT_SECRET
@@ -51,13 +52,14 @@ port_open() {
 # handshake gets logged as a failed handshake, so that port is only probed when the log does
 # not already name it.
 listening() {
-    local dir=$1 c2s=$2 tls=$3
+    local dir=$1 c2s=$2 tls=$3 http=$4
     port_open "$c2s" || return 1
+    port_open "$http" || return 1
     grep -q "127\.0\.0\.1:$tls\b" "$dir/server.log" || port_open "$tls"
 }
 
 write_config() {
-    local dir=$1 c2s=$2 tls=$3 component=$4
+    local dir=$1 c2s=$2 tls=$3 http=$4 component=$5
     cat >"$dir/starling.toml" <<EOF
 [server]
 hosts = ["$STARLING_DOMAIN"]
@@ -74,6 +76,10 @@ address = "127.0.0.1:$c2s"
 [[listener]]
 kind = "c2s-direct-tls"
 address = "127.0.0.1:$tls"
+
+[[listener]]
+kind = "http"
+address = "127.0.0.1:$http"
 
 [components]
 listen = "127.0.0.1:$component"
@@ -102,11 +108,11 @@ create_accounts() {
 }
 
 server_start() {
-    local dir=$1 attempt c2s tls component
+    local dir=$1 attempt c2s tls http component
     mkdir -p "$dir/data"
     for attempt in 1 2 3; do
-        read -r c2s tls component < <(free_ports 3)
-        write_config "$dir" "$c2s" "$tls" "$component"
+        read -r c2s tls http component < <(free_ports 4)
+        write_config "$dir" "$c2s" "$tls" "$http" "$component"
         if [ "$attempt" -eq 1 ]; then
             create_accounts "$dir" || return 1
         fi
@@ -116,15 +122,15 @@ server_start() {
             if ! kill -0 "$SERVER_PID" 2>/dev/null; then
                 break
             fi
-            if listening "$dir" "$c2s" "$tls"; then
-                export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls
+            if listening "$dir" "$c2s" "$tls" "$http"; then
+                export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls STARLING_HTTP_PORT=$http
                 export STARLING_COMPONENT_PORT=$component
                 return 0
             fi
             sleep 0.1
         done
         if kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "the server did not listen on $c2s and $tls within 15 s" >&2
+            echo "the server did not listen on $c2s, $tls and $http within 15 s" >&2
             server_stop || true
             return 1
         fi

@@ -80,6 +80,11 @@ impl TestServer {
         self.running.as_ref().expect("running").component_listener
     }
 
+    /// The running server (listener addresses, HTTP listeners).
+    pub fn running(&self) -> &starling::Running {
+        self.running.as_ref().expect("running")
+    }
+
     /// The server context (router, storage).
     pub fn server(&self) -> &Arc<starling_core::Server> {
         &self.running.as_ref().expect("running").server

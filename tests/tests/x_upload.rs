@@ -4,21 +4,33 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use minidom::Element;
+use starling_core::config::ListenerKind;
 use starling_tests::{stanza_error_condition, Conn, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "urn:xmpp:http:upload:0";
 
-/// A server with upload, its routes served on a loopback HTTP port.
+/// A server with upload, served by its own HTTP listener on a loopback port.
 async fn server(tweak: impl FnOnce(&mut starling_core::Config)) -> (TestServer, SocketAddr) {
-    let srv = TestServer::start_with(tweak).await;
+    let srv = TestServer::start_with(|c| {
+        c.listeners.push(starling_core::config::ListenerConfig {
+            kind: ListenerKind::Http,
+            address: "127.0.0.1:0".parse().unwrap(),
+        });
+        tweak(c);
+    })
+    .await;
     srv.add_user("alice", "secret").await;
-    let upload = srv.upload().expect("upload enabled");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    upload.set_base_url(&format!("http://{addr}"));
-    let router = starling_upload::http::router(upload);
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let addr = srv
+        .running()
+        .http
+        .address(ListenerKind::Http)
+        .expect("HTTP listener");
+    // The slots name the listener the server bound, by its address.
+    assert_eq!(
+        srv.upload().expect("upload enabled").base_url(),
+        Some(&*format!("http://{addr}"))
+    );
     (srv, addr)
 }
 

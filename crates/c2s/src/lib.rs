@@ -16,5 +16,5 @@ mod smacks;
 pub mod tls;
 mod transport;
 
-pub use listener::{start_listeners, Listeners};
+pub use listener::{start_listeners, C2sEntry, ConnectionRefused, Listeners};
 pub use tls::TlsSettings;

@@ -1,6 +1,11 @@
 //! Accept loops for client listeners, with the connection caps of DESIGN principle 3: a global
 //! maximum and a per-IP maximum. A connection over a cap gets a stream error
 //! (`policy-violation`) and is closed before any parsing happens.
+//!
+//! [`C2sEntry`] is the door for front ends that carry client streams over something other
+//! than a raw socket (the WebSocket and BOSH front end of crates/http): it admits a
+//! connection under the same caps and runs the same negotiation and session code over an
+//! in-process byte pipe, so that such sessions are ordinary sessions in every respect.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -9,22 +14,84 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use starling_core::config::ListenerKind;
 use starling_core::Server;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::register::Registration;
 use crate::tls::TlsSettings;
+use crate::transport::Transport;
 
 /// The running listeners: their bound addresses (useful with port 0) and tasks.
 pub struct Listeners {
     /// (kind, bound address) of each listener, in configuration order.
     pub addresses: Vec<(ListenerKind, SocketAddr)>,
     tasks: Vec<JoinHandle<()>>,
+    entry: C2sEntry,
+}
+
+/// Bytes the in-process pipe buffers in each direction; a full pipe applies back-pressure
+/// to the writer, as a full socket buffer would.
+const PIPE_BUFFER: usize = 64 * 1024;
+
+/// Runs client streams that arrive through another front end (see the module docs).
+#[derive(Clone)]
+pub struct C2sEntry {
+    server: Arc<Server>,
+    tls: TlsSettings,
+    limits: Arc<ConnectionLimits>,
+    shared: Shared,
+}
+
+/// The connection caps refused a new stream.
+#[derive(Debug, thiserror::Error)]
+#[error("connection limit reached")]
+pub struct ConnectionRefused;
+
+impl C2sEntry {
+    /// Admits a client stream from `peer` under the connection caps and starts the ordinary
+    /// c2s connection task on one end of an in-process pipe; returns the other end, which
+    /// the caller feeds with the client's XMPP bytes (stream header, stanzas, closing tag)
+    /// and reads the server's bytes from. The stream counts as confidential (the caller
+    /// vouches for that) and has no channel binding. Dropping the returned end closes the
+    /// stream.
+    pub fn open(&self, peer: SocketAddr) -> Result<DuplexStream, ConnectionRefused> {
+        let Some(slot) = self.limits.acquire(peer.ip()) else {
+            tracing::warn!(%peer, "connection limit reached; refusing an HTTP-carried stream");
+            return Err(ConnectionRefused);
+        };
+        let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+        let server = self.server.clone();
+        let tls = self.tls.clone();
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            crate::negotiate::run_connection(
+                server,
+                tls,
+                Transport::Internal(ours),
+                peer,
+                ListenerKind::C2s,
+                shared,
+            )
+            .await;
+            drop(slot);
+        });
+        Ok(theirs)
+    }
+
+    /// The server this entry feeds.
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
 }
 
 impl Listeners {
+    /// The entry for streams carried by other front ends (WebSocket, BOSH).
+    pub fn entry(&self) -> C2sEntry {
+        self.entry.clone()
+    }
+
     /// The first bound address of a kind.
     pub fn address(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.addresses
@@ -111,6 +178,10 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
     let mut addresses = Vec::new();
     let mut tasks = Vec::new();
     for l in &server.config().listeners {
+        if !matches!(l.kind, ListenerKind::C2s | ListenerKind::C2sDirectTls) {
+            // Served by another front end (crates/http).
+            continue;
+        }
         let socket = TcpListener::bind(l.address).await.map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.address))
         })?;
@@ -126,7 +197,17 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
             shared.clone(),
         )));
     }
-    Ok(Listeners { addresses, tasks })
+    let entry = C2sEntry {
+        server,
+        tls,
+        limits,
+        shared,
+    };
+    Ok(Listeners {
+        addresses,
+        tasks,
+        entry,
+    })
 }
 
 async fn accept_loop(
@@ -161,7 +242,15 @@ async fn accept_loop(
         let tls = tls.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            crate::negotiate::run_connection(server, tls, tcp, peer, kind, shared).await;
+            crate::negotiate::run_connection(
+                server,
+                tls,
+                Transport::Plain(tcp),
+                peer,
+                kind,
+                shared,
+            )
+            .await;
             drop(slot);
         });
     }

@@ -26,7 +26,6 @@ use starling_proto::jid::{prep_resource, Jid};
 use starling_proto::{ns, writer};
 use starling_sasl::{ChannelBinding, Failure, Mechanism, ServerSession, Step};
 use starling_stream::{ReadError, XmlStream};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::register::{Registration, NS_FEATURE, NS_REGISTER};
@@ -106,7 +105,7 @@ pub(crate) struct Negotiation {
 pub(crate) async fn run_connection(
     server: Arc<Server>,
     tls: TlsSettings,
-    tcp: TcpStream,
+    transport: Transport,
     peer: SocketAddr,
     kind: ListenerKind,
     shared: crate::listener::Shared,
@@ -125,9 +124,8 @@ pub(crate) async fn run_connection(
     };
     let deadline = Instant::now() + Duration::from_secs(c2s.handshake_timeout_secs);
     let shutdown = server.shutdown_token().clone();
-    let transport = match kind {
-        ListenerKind::C2s => Transport::Plain(tcp),
-        ListenerKind::C2sDirectTls => {
+    let transport = match (kind, transport) {
+        (ListenerKind::C2sDirectTls, Transport::Plain(tcp)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
             match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => Transport::Tls(Box::new(s)),
@@ -141,6 +139,7 @@ pub(crate) async fn run_connection(
                 }
             }
         }
+        (_, transport) => transport,
     };
     let mut neg = Negotiation {
         server: server.clone(),
@@ -362,10 +361,17 @@ impl Negotiation {
         Ok(jid.domain().to_owned())
     }
 
+    /// Whether this stream runs TLS itself, so that SCRAM-*-PLUS can bind to it.
+    fn channel_binding(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|s| s.get_ref().tls().is_some())
+    }
+
     fn mechanisms(&self) -> Vec<Mechanism> {
         let tls = self.is_tls();
         let mut m = Vec::new();
-        if tls {
+        if self.channel_binding() {
             m.push(Mechanism::ScramSha256Plus);
             m.push(Mechanism::ScramSha1Plus);
         }
@@ -400,7 +406,7 @@ impl Negotiation {
                 if self.registration_offered() {
                     out.push_str(&format!("<register xmlns='{NS_FEATURE}'/>"));
                 }
-                if tls {
+                if self.channel_binding() {
                     // XEP-0440: which channel-binding types this server supports.
                     out.push_str(concat!(
                         "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>",
@@ -468,7 +474,7 @@ impl Negotiation {
         stream.flush().await.map_err(|_| End::Broken)?;
         let tcp = match stream.into_inner() {
             Transport::Plain(tcp) => tcp,
-            Transport::Tls(_) => unreachable!("checked above"),
+            _ => unreachable!("checked above"),
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.config.clone());
         match acceptor.accept(tcp).await {
@@ -516,7 +522,7 @@ impl Negotiation {
             self.sasl_failed(Failure::InvalidMechanism).await?;
             return Ok(false);
         };
-        let plus_offered = self.is_tls();
+        let plus_offered = self.channel_binding();
         let mut session = ServerSession::new(mech, self.bindings(), plus_offered)
             .with_fake_salt_key(&self.sasl_secret);
         let host = self.host.clone().unwrap_or_default();

@@ -1,11 +1,12 @@
 //! The byte transport under a client stream: plain TCP before STARTTLS, TLS after it (or from
-//! the first byte on a direct-TLS listener).
+//! the first byte on a direct-TLS listener), or an in-process pipe from the HTTP front end
+//! (WebSocket, BOSH) that translates its framing into an ordinary XMPP byte stream.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -15,19 +16,26 @@ pub enum Transport {
     Plain(TcpStream),
     /// Encrypted. Boxed: the TLS state is large and most of a session's life is spent here.
     Tls(Box<TlsStream<TcpStream>>),
+    /// An in-process pipe from the HTTP front end (crates/http). The HTTP layer hands over
+    /// only connections it deems confidential (HTTPS, or plaintext from a trusted loopback
+    /// peer such as a TLS-terminating proxy), so the stream counts as secure: no STARTTLS
+    /// (RFC 7395 §3.6 forbids it over WebSocket anyway), PLAIN allowed. There is no TLS
+    /// state here, so no channel binding and no SCRAM-*-PLUS.
+    Internal(DuplexStream),
 }
 
 impl Transport {
-    /// Whether the transport is encrypted.
+    /// Whether the transport is confidential (TLS, or the HTTP front end's pipe).
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        matches!(self, Transport::Tls(_) | Transport::Internal(_))
     }
 
-    /// The TLS connection state, when encrypted.
+    /// The TLS connection state, when this stream itself runs TLS (what channel binding
+    /// needs).
     pub fn tls(&self) -> Option<&rustls::ServerConnection> {
         match self {
             Transport::Tls(t) => Some(t.get_ref().1),
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::Internal(_) => None,
         }
     }
 }
@@ -41,6 +49,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Internal(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -54,6 +63,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Internal(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -61,6 +71,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Internal(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -68,6 +79,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Transport::Internal(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -79,6 +91,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Transport::Internal(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -86,6 +99,7 @@ impl AsyncWrite for Transport {
         match self {
             Transport::Plain(s) => s.is_write_vectored(),
             Transport::Tls(s) => s.is_write_vectored(),
+            Transport::Internal(s) => s.is_write_vectored(),
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Multi-user chat (XEP-0045) service.
     pub muc: MucConfig,
+    /// Browser transports on the HTTP listeners: WebSocket, BOSH, host-meta, CORS.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -66,6 +68,14 @@ impl Default for Config {
                     kind: ListenerKind::C2sDirectTls,
                     address: "0.0.0.0:5223".parse().expect("static address"),
                 },
+                ListenerConfig {
+                    kind: ListenerKind::Http,
+                    address: "127.0.0.1:5280".parse().expect("static address"),
+                },
+                ListenerConfig {
+                    kind: ListenerKind::Https,
+                    address: "0.0.0.0:5443".parse().expect("static address"),
+                },
             ],
             c2s: C2sConfig::default(),
             storage: StorageConfig::default(),
@@ -80,6 +90,7 @@ impl Default for Config {
             components: ComponentsConfig::default(),
             upload: UploadConfig::default(),
             muc: MucConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -216,6 +227,61 @@ pub enum ListenerKind {
     C2s,
     /// Client streams inside TLS from the first byte (XEP-0368), port 5223.
     C2sDirectTls,
+    /// Plaintext HTTP (WebSocket, BOSH, host-meta), port 5280. Client streams over it are
+    /// accepted from loopback peers (a TLS-terminating proxy) or when `c2s.require_tls` is off.
+    Http,
+    /// HTTPS with the server certificate, port 5443.
+    Https,
+}
+
+/// `[http]`: browser transports (RFC 7395 WebSocket, XEP-0124/0206 BOSH, XEP-0156 host-meta).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Path of the WebSocket endpoint (RFC 7395).
+    pub websocket_path: String,
+    /// Path of the BOSH endpoint (XEP-0206).
+    pub bosh_path: String,
+    /// Origins (`scheme://host[:port]`) whose pages may use WebSocket and BOSH; `"*"` allows
+    /// any. Checked against the `Origin` header; requests without one (non-browser clients)
+    /// are allowed.
+    pub allowed_origins: Vec<String>,
+    /// Public base URL (`https://chat.example.org`) announced in host-meta. Absent: taken
+    /// from the request's `Host` header and scheme.
+    pub public_url: Option<String>,
+    /// RFC 7395 §3.5 see-other-uri: when set, WebSocket clients are sent there at once.
+    pub websocket_see_other_uri: Option<String>,
+    /// Seconds between WebSocket pings; a peer that has not answered (pong, or any message)
+    /// by the next ping is disconnected.
+    pub websocket_ping_secs: u64,
+    /// Most BOSH sessions at once (all clients together).
+    pub bosh_max_sessions: usize,
+    /// Longest `wait` a BOSH client may ask for, in seconds.
+    pub bosh_max_wait_secs: u64,
+    /// Most requests the connection manager holds at once per BOSH session (`hold`).
+    pub bosh_max_hold: u32,
+    /// Seconds a BOSH session may have no request outstanding before it ends.
+    pub bosh_inactivity_secs: u64,
+    /// Most HTTP connections at once on each HTTP listener.
+    pub max_http_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            websocket_path: "/xmpp-websocket".to_owned(),
+            bosh_path: "/http-bind".to_owned(),
+            allowed_origins: vec!["*".to_owned()],
+            public_url: None,
+            websocket_see_other_uri: None,
+            websocket_ping_secs: 30,
+            bosh_max_sessions: 10_000,
+            bosh_max_wait_secs: 60,
+            bosh_max_hold: 1,
+            bosh_inactivity_secs: 60,
+            max_http_connections: 10_000,
+        }
+    }
 }
 
 /// `[c2s]`: client stream behaviour and limits.
@@ -752,6 +818,49 @@ impl Config {
                 );
             }
         }
+        let http = &self.http;
+        for (key, path) in [
+            ("websocket_path", &http.websocket_path),
+            ("bosh_path", &http.bosh_path),
+        ] {
+            if !path.starts_with('/') || path.len() < 2 || path.starts_with("/.well-known") {
+                problem(
+                    key,
+                    format!("http.{key} = '{path}' must be a path like /xmpp-websocket"),
+                );
+            }
+        }
+        if http.websocket_path == http.bosh_path {
+            problem(
+                "bosh_path",
+                "http.websocket_path and http.bosh_path must differ".into(),
+            );
+        }
+        for (key, value, min, max) in [
+            ("websocket_ping_secs", http.websocket_ping_secs, 1, 3600),
+            (
+                "bosh_max_sessions",
+                http.bosh_max_sessions as u64,
+                1,
+                10_000_000,
+            ),
+            ("bosh_max_wait_secs", http.bosh_max_wait_secs, 1, 3600),
+            ("bosh_max_hold", u64::from(http.bosh_max_hold), 1, 16),
+            ("bosh_inactivity_secs", http.bosh_inactivity_secs, 1, 3600),
+            (
+                "max_http_connections",
+                http.max_http_connections as u64,
+                1,
+                10_000_000,
+            ),
+        ] {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("http.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
         let reg = &self.register;
         if reg.policy == RegisterPolicy::InviteToken
             && (reg.tokens.is_empty() || reg.tokens.iter().any(|t| t.trim().is_empty()))
@@ -925,7 +1034,12 @@ mod tests {
         assert_eq!(c.server.hosts, vec!["localhost"]);
         assert_eq!(c.c2s.max_stanza_bytes, 262_144);
         assert!(c.c2s.require_tls);
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 4);
+        assert_eq!(c.listeners[2].kind, ListenerKind::Http);
+        assert_eq!(c.listeners[2].address.to_string(), "127.0.0.1:5280");
+        assert_eq!(c.listeners[3].kind, ListenerKind::Https);
+        assert_eq!(c.http.websocket_path, "/xmpp-websocket");
+        assert_eq!(c.http.bosh_path, "/http-bind");
     }
 
     #[test]
@@ -1018,6 +1132,18 @@ mod tests {
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[0].line, Some(2), "{problems:?}");
+    }
+
+    #[test]
+    fn http_section() {
+        let text = "[[listener]]\nkind = \"https\"\naddress = \"0.0.0.0:5443\"\n[http]\nwebsocket_path = \"/ws\"\nallowed_origins = [\"https://a.example\"]\nbosh_max_hold = 2\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.listeners[0].kind, ListenerKind::Https);
+        assert_eq!(c.http.websocket_path, "/ws");
+        assert_eq!(c.http.bosh_max_hold, 2);
+        let bad = "[http]\nwebsocket_path = \"ws\"\nbosh_path = \"ws\"\nbosh_max_hold = 0\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 4, "{problems:?}");
     }
 
     #[test]

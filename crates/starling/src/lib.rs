@@ -24,6 +24,8 @@ pub struct Running {
     pub component_listener: Option<std::net::SocketAddr>,
     /// The HTTP upload service (XEP-0363), when enabled.
     pub upload: Option<Arc<starling_upload::Upload>>,
+    /// The HTTP listeners (WebSocket, BOSH, host-meta, upload).
+    pub http: starling_http::HttpListeners,
 }
 
 /// Why the server could not start.
@@ -69,6 +71,33 @@ pub fn tls_files(config: &Config) -> Result<(PathBuf, PathBuf), StartError> {
     }
 }
 
+/// Where clients reach the upload URLs: `[upload] public_url`, else `[http] public_url`, else
+/// the HTTPS (or, failing that, HTTP) listener: its IP when it is bound to one, the first
+/// host's name when it listens on every address.
+fn upload_base_url(config: &Config, http: &starling_http::HttpListeners) -> Option<String> {
+    use starling_core::config::ListenerKind;
+    if let Some(url) = config
+        .upload
+        .public_url
+        .as_ref()
+        .or(config.http.public_url.as_ref())
+    {
+        return Some(url.clone());
+    }
+    let (scheme, address) = match http.address(ListenerKind::Https) {
+        Some(a) => ("https", a),
+        None => ("http", http.address(ListenerKind::Http)?),
+    };
+    let host = if address.ip().is_unspecified() {
+        config.server.hosts.first()?.clone()
+    } else if address.is_ipv6() {
+        format!("[{}]", address.ip())
+    } else {
+        address.ip().to_string()
+    };
+    Some(format!("{scheme}://{host}:{}", address.port()))
+}
+
 /// Opens storage, builds the server and binds its listeners.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
@@ -95,12 +124,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         modules.push(u.clone());
     }
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
+    let tls_config = tls.config.clone();
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
     let component_listener = match components {
         Some(c) => Some(starling_component::start(server.clone(), c).await?),
         None => None,
     };
+    let extra_routes = match &upload {
+        Some(u) => starling_upload::http::router(u.clone()),
+        None => axum::Router::new(),
+    };
+    let http =
+        starling_http::start_with_routes(listeners.entry(), tls_config, extra_routes).await?;
     if let Some(u) = &upload {
+        if let Some(url) = upload_base_url(server.config(), &http) {
+            u.set_base_url(&url);
+        }
         u.start_expiry(&server);
     }
     Ok(Running {
@@ -108,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         listeners,
         component_listener,
         upload,
+        http,
     })
 }
 
@@ -116,6 +156,7 @@ impl Running {
     pub async fn shutdown(self) {
         self.server.shutdown_token().cancel();
         self.listeners.join().await;
+        self.http.join().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.server.router().session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -193,6 +193,17 @@ async fn serve(config: Config) -> Result<(), String> {
     for (kind, addr) in &running.listeners.addresses {
         println!("starling: listening for {kind:?} on {addr}");
     }
+    let http = &config_http_paths(&running);
+    for (kind, addr) in &running.http.addresses {
+        let (scheme, ws) = match kind {
+            starling_core::config::ListenerKind::Https => ("https", "wss"),
+            _ => ("http", "ws"),
+        };
+        println!(
+            "starling: listening for {kind:?} on {addr} (WebSocket {ws}://{addr}{}, BOSH {scheme}://{addr}{})",
+            http.0, http.1
+        );
+    }
     if !any_account {
         println!(
             "starling: no accounts yet. Add one (in another terminal, same directory and --config):\n    \
@@ -204,6 +215,12 @@ async fn serve(config: Config) -> Result<(), String> {
     tracing::info!("shutting down: closing every stream with system-shutdown");
     running.shutdown().await;
     Ok(())
+}
+
+/// The WebSocket and BOSH paths of a running server.
+fn config_http_paths(running: &starling::Running) -> (String, String) {
+    let http = &running.server.config().http;
+    (http.websocket_path.clone(), http.bosh_path.clone())
 }
 
 async fn wait_for_signal() {
