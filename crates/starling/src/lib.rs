@@ -19,6 +19,8 @@ pub struct Running {
     pub server: Arc<Server>,
     /// The bound listeners.
     pub listeners: Listeners,
+    /// Federation (listeners and outbound pool), when `[s2s] enabled`.
+    pub s2s: Option<starling_s2s::S2s>,
 }
 
 /// Why the server could not start.
@@ -36,6 +38,9 @@ pub enum StartError {
     /// The module set is inconsistent.
     #[error("modules: {0}")]
     Modules(String),
+    /// Federation could not start.
+    #[error("{0}")]
+    S2s(#[from] starling_s2s::StartError),
 }
 
 /// The certificate and key files the server uses: configured ones, or the generated
@@ -82,7 +87,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let modules = starling_modules::default_modules(&config);
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
-    Ok(Running { server, listeners })
+    let s2s = if server.config().s2s.enabled {
+        Some(starling_s2s::start(server.clone(), &cert, &key).await?)
+    } else {
+        None
+    };
+    Ok(Running {
+        server,
+        listeners,
+        s2s,
+    })
 }
 
 impl Running {
@@ -90,6 +104,9 @@ impl Running {
     pub async fn shutdown(self) {
         self.server.shutdown_token().cancel();
         self.listeners.join().await;
+        if let Some(s2s) = self.s2s {
+            s2s.join().await;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.server.router().session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
