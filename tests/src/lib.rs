@@ -70,6 +70,11 @@ impl TestServer {
         }
     }
 
+    /// The running server (listeners, federation).
+    pub fn running(&self) -> &starling::Running {
+        self.running.as_ref().expect("running")
+    }
+
     /// The server context (router, storage).
     pub fn server(&self) -> &Arc<starling_core::Server> {
         &self.running.as_ref().expect("running").server

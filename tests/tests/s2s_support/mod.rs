@@ -150,6 +150,17 @@ impl Peer {
         c
     }
 
+    /// The federation pool of the server.
+    pub fn server_pool(&self) -> std::sync::Arc<starling_s2s::Pool> {
+        self.server
+            .running()
+            .s2s
+            .as_ref()
+            .expect("s2s enabled")
+            .pool
+            .clone()
+    }
+
     /// The dialback secret the server keeps in its data directory.
     pub fn dialback_secret(&self) -> Vec<u8> {
         std::fs::read(self.server.data_dir().join("dialback-secret")).unwrap()
