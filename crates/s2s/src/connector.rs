@@ -54,7 +54,7 @@ pub(crate) async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<Stre
     for target in targets {
         match attempt(ctx, local, remote, &target).await {
             Ok(s) => {
-                tracing::info!(%local, %remote, address = %target.address, "outbound s2s stream authenticated");
+                tracing::debug!(%local, %remote, address = %target.address, "outbound s2s stream ready");
                 return Ok(s);
             }
             Err(e) => {
@@ -204,6 +204,7 @@ async fn attempt(
             let answer = next_element(&mut stream).await?;
             if answer.is("success", ns::SASL) {
                 open(&mut stream, local, remote).await?;
+                tracing::info!(%local, %remote, "outbound s2s stream authenticated by certificate");
                 return Ok(stream);
             }
             if ctx.policy() == S2sPolicy::Verify {
@@ -226,7 +227,10 @@ async fn attempt(
             let el = next_element(&mut stream).await?;
             if el.is("result", NS_DB) {
                 return match el.attr("type") {
-                    Some("valid") => Ok(stream),
+                    Some("valid") => {
+                        tracing::info!(%local, %remote, "outbound s2s stream authenticated by dialback");
+                        Ok(stream)
+                    }
                     other => Err(Refused(format!(
                         "{remote} answered dialback with {}",
                         other.unwrap_or("no type")
