@@ -110,16 +110,20 @@ password() { head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 STARLING_C2S=$(free_port)
 STARLING_S2S=$(free_port)
 export FED_STARLING_C2S_PORT=$STARLING_C2S
+# ejabberd resolves SRV targets with the system's getaddrinfo (not its inetrc), so for it the
+# SRV record names the address itself, which getaddrinfo takes without asking anyone.
+SRV_TARGET=$STARLING_DOMAIN
+[ "$PEER" = ejabberd ] && SRV_TARGET=127.0.0.1
 python3 "$HERE/dns_stub.py" "$DNS_IP" 53 \
     "A:$STARLING_DOMAIN:127.0.0.1" \
-    "SRV:_xmpp-server._tcp.$STARLING_DOMAIN:0:0:$STARLING_S2S:$STARLING_DOMAIN" \
+    "SRV:_xmpp-server._tcp.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
     >"$FED_DIR/dns.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
-    grep -qs ready "$FED_DIR/dns.log" && break
+    grep -qs "^dns_stub: ready" "$FED_DIR/dns.log" && break
     sleep 0.1
 done
-grep -q ready "$FED_DIR/dns.log" || fail "the DNS stub did not start"
+grep -q "^dns_stub: ready" "$FED_DIR/dns.log" || fail "the DNS stub did not start"
 
 # --- Starling --------------------------------------------------------------------------------
 if [ "$MODE" = certs ]; then POLICY=verify; else POLICY=dialback; fi

@@ -46,7 +46,10 @@ async fn im_across(alice: &mut Conn, bob: &mut Conn) {
             && e.attr("from") == Some("bob@b.test/laptop")
     })
     .await;
-    assert_eq!(p.attr("to").map(|t| t.starts_with("alice@a.test")), Some(true));
+    assert_eq!(
+        p.attr("to").map(|t| t.starts_with("alice@a.test")),
+        Some(true)
+    );
     // And the other way round.
     bob.send("<presence to='alice@a.test' type='subscribe'/>")
         .await;
@@ -66,9 +69,7 @@ async fn im_across(alice: &mut Conn, bob: &mut Conn) {
     })
     .await;
     // Subsequent presence is broadcast to the remote subscriber.
-    alice
-        .send("<presence><show>away</show></presence>")
-        .await;
+    alice.send("<presence><show>away</show></presence>").await;
     let away = wait_for(bob, "alice away", |e| {
         e.name() == "presence" && e.attr("from") == Some("alice@a.test/phone")
     })
@@ -81,7 +82,10 @@ async fn im_across(alice: &mut Conn, bob: &mut Conn) {
     alice
         .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
         .await;
-    let m = wait_for(bob, "message from alice", |e| is_msg_from(e, "alice@a.test")).await;
+    let m = wait_for(bob, "message from alice", |e| {
+        is_msg_from(e, "alice@a.test")
+    })
+    .await;
     assert!(m.is("message", "jabber:client"), "{m:?}");
     assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
     assert_eq!(

@@ -157,7 +157,10 @@ async fn a_peer_cannot_send_from_a_domain_it_did_not_authenticate() {
     // Control: from the authenticated domain, the stanza is delivered (in jabber:client).
     raw.send("<message from='bob@b.test/x' to='alice@a.test/phone' type='chat'><body>real</body></message>")
         .await;
-    let m = wait_for(&mut alice, "bob's message", |e| is_msg_from(e, "bob@b.test")).await;
+    let m = wait_for(&mut alice, "bob's message", |e| {
+        is_msg_from(e, "bob@b.test")
+    })
+    .await;
     assert!(m.is("message", "jabber:client"));
     // Spoofed: from c.test, which this stream never proved. The stream ends; alice gets
     // nothing.
@@ -172,8 +175,10 @@ async fn a_peer_cannot_send_from_a_domain_it_did_not_authenticate() {
 #[tokio::test]
 async fn a_peer_cannot_address_a_domain_outside_its_authenticated_pair() {
     let (_a, _b, mut raw) = raw_peer_authenticated_as_b().await;
-    raw.send("<message from='bob@b.test' to='carol@elsewhere.test'><body>relay me</body></message>")
-        .await;
+    raw.send(
+        "<message from='bob@b.test' to='carol@elsewhere.test'><body>relay me</body></message>",
+    )
+    .await;
     raw.expect_stream_error("host-unknown").await;
 }
 

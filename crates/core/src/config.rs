@@ -716,7 +716,12 @@ impl Config {
             ),
             ("queue_size", s2s.queue_size as u64, 1, 1_000_000),
             ("connect_timeout_secs", s2s.connect_timeout_secs, 1, 3600),
-            ("handshake_timeout_secs", s2s.handshake_timeout_secs, 1, 3600),
+            (
+                "handshake_timeout_secs",
+                s2s.handshake_timeout_secs,
+                1,
+                3600,
+            ),
             ("idle_timeout_secs", s2s.idle_timeout_secs, 1, 86_400),
             (
                 "max_inbound_connections",
@@ -730,7 +735,12 @@ impl Config {
                 1,
                 1000,
             ),
-            ("stanzas_per_second", u64::from(s2s.stanzas_per_second), 1, 1_000_000),
+            (
+                "stanzas_per_second",
+                u64::from(s2s.stanzas_per_second),
+                1,
+                1_000_000,
+            ),
         ] {
             if value < min || value > max {
                 problem(
@@ -744,10 +754,7 @@ impl Config {
                 Ok(j) if j.is_bare() && j.node().is_none() && !self.is_local_host(j.domain()) => {}
                 _ => problem(
                     "domain",
-                    format!(
-                        "s2s route '{}' must be a remote domain name",
-                        route.domain
-                    ),
+                    format!("s2s route '{}' must be a remote domain name", route.domain),
                 ),
             }
         }

@@ -66,7 +66,11 @@ pub(crate) async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<Stre
     Err(last)
 }
 
-async fn open_transport(ctx: &Ctx, remote: &str, target: &Target) -> Result<Transport, ConnectError> {
+async fn open_transport(
+    ctx: &Ctx,
+    remote: &str,
+    target: &Target,
+) -> Result<Transport, ConnectError> {
     let tcp = TcpStream::connect(target.address)
         .await
         .map_err(|e| NotFound(format!("{}: {e}", target.address)))?;
@@ -120,10 +124,7 @@ async fn open(
 ) -> Result<(String, Element), ConnectError> {
     stream.restart();
     stream.queue_raw(&initiating_header(local, remote));
-    stream
-        .flush()
-        .await
-        .map_err(|e| NotFound(e.to_string()))?;
+    stream.flush().await.map_err(|e| NotFound(e.to_string()))?;
     let header = match stream.next_event().await {
         Ok(StreamEvent::Open(h)) => h,
         Ok(_) => return Err(Refused("expected a stream header".into())),
@@ -135,7 +136,10 @@ async fn open(
     let id = header.id.unwrap_or_default();
     let features = next_element(stream).await?;
     if !features.is("features", ns::STREAM) {
-        return Err(Refused(format!("expected features, got <{}>", features.name())));
+        return Err(Refused(format!(
+            "expected features, got <{}>",
+            features.name()
+        )));
     }
     Ok((id, features))
 }
@@ -158,9 +162,10 @@ async fn starttls(ctx: &Ctx, mut stream: Stream, remote: &str) -> Result<Stream,
 }
 
 fn offers_external(features: &Element) -> bool {
-    features
-        .get_child("mechanisms", ns::SASL)
-        .is_some_and(|m| m.children().any(|c| c.name() == "mechanism" && c.text().trim() == "EXTERNAL"))
+    features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
+        m.children()
+            .any(|c| c.name() == "mechanism" && c.text().trim() == "EXTERNAL")
+    })
 }
 
 async fn attempt(
@@ -258,19 +263,26 @@ pub(crate) async fn verify_key(
     let mut last = NotFound(format!("no address for {originating}"));
     for target in targets {
         let r = async {
-            let mut stream =
-                XmlStream::new(open_transport(ctx, originating, &target).await?, ctx.limits());
+            let mut stream = XmlStream::new(
+                open_transport(ctx, originating, &target).await?,
+                ctx.limits(),
+            );
             loop {
                 let (_, features) = open(&mut stream, receiving, originating).await?;
-                if !stream.get_ref().is_tls() && features.get_child("starttls", ns::TLS).is_some()
-                {
+                if !stream.get_ref().is_tls() && features.get_child("starttls", ns::TLS).is_some() {
                     stream = starttls(ctx, stream, originating).await?;
                     continue;
                 }
                 break;
             }
             stream
-                .send(&dialback::verify(receiving, originating, id, Some(key), None))
+                .send(&dialback::verify(
+                    receiving,
+                    originating,
+                    id,
+                    Some(key),
+                    None,
+                ))
                 .await
                 .map_err(|e| NotFound(e.to_string()))?;
             let valid = loop {

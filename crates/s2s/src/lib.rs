@@ -137,8 +137,14 @@ pub async fn start_with(
     server.set_remote(pool.clone());
     let limits = Arc::new(tokio::sync::Semaphore::new(config.max_inbound_connections));
     let mut tasks = Vec::new();
-    let (address, task) =
-        listener::bind(server.clone(), ctx.clone(), config.listen, false, limits.clone()).await?;
+    let (address, task) = listener::bind(
+        server.clone(),
+        ctx.clone(),
+        config.listen,
+        false,
+        limits.clone(),
+    )
+    .await?;
     tasks.push(task);
     let mut direct_tls_address = None;
     if let Some(addr) = config.listen_direct_tls {

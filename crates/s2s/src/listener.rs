@@ -41,9 +41,9 @@ pub(crate) async fn bind(
     direct_tls: bool,
     limits: Arc<Semaphore>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
-    let socket = TcpListener::bind(address).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
-    })?;
+    let socket = TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
     let bound = socket.local_addr()?;
     tracing::info!(address = %bound, direct_tls, "s2s listening");
     let task = tokio::spawn(accept_loop(socket, server, ctx, direct_tls, limits));
@@ -76,7 +76,14 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(run(server.clone(), ctx.clone(), tcp, peer, direct_tls, permit));
+        tokio::spawn(run(
+            server.clone(),
+            ctx.clone(),
+            tcp,
+            peer,
+            direct_tls,
+            permit,
+        ));
     }
 }
 
@@ -185,7 +192,9 @@ async fn run(
 
 impl Inbound {
     fn stream(&mut self) -> &mut Stream {
-        self.stream.as_mut().expect("stream present outside TLS upgrade")
+        self.stream
+            .as_mut()
+            .expect("stream present outside TLS upgrade")
     }
 
     fn is_tls(&self) -> bool {
@@ -264,7 +273,10 @@ impl Inbound {
                     (ns::SERVER, "message" | "presence" | "iq") => {
                         self.stanza(el).await.map(|_| false)
                     }
-                    _ => Err(serr(SE::UnsupportedStanzaType, "unknown first-level element")),
+                    _ => Err(serr(
+                        SE::UnsupportedStanzaType,
+                        "unknown first-level element",
+                    )),
                 };
                 match restart {
                     Ok(true) => break,
@@ -297,16 +309,25 @@ impl Inbound {
                 .map(|j| j.domain().to_owned());
         }
         if header.default_ns.as_deref() != Some(ns::SERVER) {
-            return Err(serr(SE::InvalidNamespace, "the default namespace must be jabber:server"));
+            return Err(serr(
+                SE::InvalidNamespace,
+                "the default namespace must be jabber:server",
+            ));
         }
         if header.version.as_deref().and_then(|v| v.split('.').next()) != Some("1") {
             return Err(serr(SE::UnsupportedVersion, "version='1.0' is required"));
         }
         let Some(to) = to else {
-            return Err(serr(SE::HostUnknown, "the stream header needs a domain in 'to'"));
+            return Err(serr(
+                SE::HostUnknown,
+                "the stream header needs a domain in 'to'",
+            ));
         };
         if self.local.as_deref() != Some(to.domain()) {
-            return Err(serr(SE::HostUnknown, &format!("this server does not serve {}", to.domain())));
+            return Err(serr(
+                SE::HostUnknown,
+                &format!("this server does not serve {}", to.domain()),
+            ));
         }
         self.claimed = header
             .from
@@ -362,7 +383,11 @@ impl Inbound {
         if !stream.get_ref().is_tls() {
             return false;
         }
-        match self.ctx.verifier.verify(&stream.get_ref().peer_certificates(), claimed) {
+        match self
+            .ctx
+            .verifier
+            .verify(&stream.get_ref().peer_certificates(), claimed)
+        {
             Ok(()) => true,
             Err(e) => {
                 tracing::info!(peer = %self.peer, domain = claimed, error = %e, "peer certificate not valid for its domain");
@@ -377,9 +402,15 @@ impl Inbound {
             return Err(serr(SE::PolicyViolation, "TLS is already in place"));
         }
         if self.stream().buffered() > 0 {
-            return Err(serr(SE::PolicyViolation, "data pipelined after <starttls/>"));
+            return Err(serr(
+                SE::PolicyViolation,
+                "data pipelined after <starttls/>",
+            ));
         }
-        self.stream().send(&Element::builder("proceed", ns::TLS).build()).await.map_err(|_| End::Broken)?;
+        self.stream()
+            .send(&Element::builder("proceed", ns::TLS).build())
+            .await
+            .map_err(|_| End::Broken)?;
         let Some(stream) = self.stream.take() else {
             return Err(End::Broken);
         };
@@ -389,7 +420,10 @@ impl Inbound {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.ctx.tls.server.clone());
         match tokio::time::timeout_at(self.deadline, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => {
-                self.stream = Some(XmlStream::new(Transport::Accepted(Box::new(tls)), self.ctx.limits()));
+                self.stream = Some(XmlStream::new(
+                    Transport::Accepted(Box::new(tls)),
+                    self.ctx.limits(),
+                ));
                 Ok(true)
             }
             Ok(Err(e)) => {
@@ -404,7 +438,10 @@ impl Inbound {
         let failure = Element::builder("failure", ns::SASL)
             .append(Element::builder(condition, ns::SASL))
             .build();
-        self.stream().send(&failure).await.map_err(|_| End::Broken)?;
+        self.stream()
+            .send(&failure)
+            .await
+            .map_err(|_| End::Broken)?;
         Ok(false)
     }
 
@@ -418,7 +455,10 @@ impl Inbound {
         let n = map.entry(remote.to_owned()).or_insert(0);
         if *n >= max {
             tracing::warn!(%remote, limit = max, "s2s connections per domain limit reached");
-            return Err(serr(SE::PolicyViolation, "too many connections from your domain"));
+            return Err(serr(
+                SE::PolicyViolation,
+                "too many connections from your domain",
+            ));
         }
         *n += 1;
         drop(map);
@@ -457,7 +497,10 @@ impl Inbound {
         let local = self.local.clone().unwrap_or_default();
         self.take_domain_slot(&claimed, &local)?;
         tracing::info!(peer = %self.peer, remote = %claimed, %local, "inbound s2s stream authenticated by certificate");
-        self.stream().send(&Element::builder("success", ns::SASL).build()).await.map_err(|_| End::Broken)?;
+        self.stream()
+            .send(&Element::builder("success", ns::SASL).build())
+            .await
+            .map_err(|_| End::Broken)?;
         self.stream().restart();
         Ok(true)
     }
@@ -465,7 +508,10 @@ impl Inbound {
     /// XEP-0220 §2.2–2.4, receiving side: verify the key with the authoritative server.
     async fn dialback_result(&mut self, el: &Element) -> Result<(), End> {
         if self.ctx.policy() == S2sPolicy::Verify {
-            return Err(serr(SE::NotAuthorized, "dialback is not accepted here; use a valid certificate"));
+            return Err(serr(
+                SE::NotAuthorized,
+                "dialback is not accepted here; use a valid certificate",
+            ));
         }
         if !self.is_tls() && self.ctx.policy() != S2sPolicy::PlaintextForTests {
             return Err(serr(SE::PolicyViolation, "STARTTLS is required"));
@@ -477,10 +523,16 @@ impl Inbound {
                 .map(|j| j.domain().to_owned())
         };
         let (Some(remote), Some(local)) = (domain("from"), domain("to")) else {
-            return Err(serr(SE::ImproperAddressing, "db:result needs 'from' and 'to'"));
+            return Err(serr(
+                SE::ImproperAddressing,
+                "db:result needs 'from' and 'to'",
+            ));
         };
         if !self.serves(&local) {
-            return Err(serr(SE::HostUnknown, &format!("this server does not serve {local}")));
+            return Err(serr(
+                SE::HostUnknown,
+                &format!("this server does not serve {local}"),
+            ));
         }
         let key = el.text();
         let timeout = Duration::from_secs(self.ctx.config.connect_timeout_secs);
@@ -506,7 +558,12 @@ impl Inbound {
         } else {
             tracing::info!(peer = %self.peer, %remote, "dialback key refused");
         }
-        let answer = dialback::result(&local, &remote, None, Some(if valid { "valid" } else { "invalid" }));
+        let answer = dialback::result(
+            &local,
+            &remote,
+            None,
+            Some(if valid { "valid" } else { "invalid" }),
+        );
         self.stream().send(&answer).await.map_err(|_| End::Broken)?;
         if valid {
             Ok(())
@@ -520,10 +577,16 @@ impl Inbound {
         let (Some(receiving), Some(originating), Some(id)) =
             (el.attr("from"), el.attr("to"), el.attr("id"))
         else {
-            return Err(serr(SE::ImproperAddressing, "db:verify needs 'from', 'to' and 'id'"));
+            return Err(serr(
+                SE::ImproperAddressing,
+                "db:verify needs 'from', 'to' and 'id'",
+            ));
         };
         if !self.serves(originating) {
-            return Err(serr(SE::HostUnknown, &format!("this server does not serve {originating}")));
+            return Err(serr(
+                SE::HostUnknown,
+                &format!("this server does not serve {originating}"),
+            ));
         }
         let expected = dialback::key(&self.ctx.secret, receiving, originating, id);
         let valid = dialback::key_matches(&expected, &el.text());
@@ -540,22 +603,34 @@ impl Inbound {
     /// A stanza from an authenticated peer: from/to checks, rate, then the router.
     async fn stanza(&mut self, el: Element) -> Result<(), End> {
         if self.pairs.is_empty() {
-            return Err(serr(SE::NotAuthorized, "authenticate before sending stanzas"));
+            return Err(serr(
+                SE::NotAuthorized,
+                "authenticate before sending stanzas",
+            ));
         }
         let jid = |a: &str| el.attr(a).and_then(|j| Jid::parse(j).ok());
         let (Some(from), Some(to)) = (jid("from"), jid("to")) else {
-            return Err(serr(SE::ImproperAddressing, "stanzas need valid 'from' and 'to'"));
+            return Err(serr(
+                SE::ImproperAddressing,
+                "stanzas need valid 'from' and 'to'",
+            ));
         };
         if !self.pairs.iter().any(|(r, _)| r == from.domain()) {
             tracing::warn!(peer = %self.peer, from = %from, "s2s peer sent a stanza from a domain it did not authenticate");
-            return Err(serr(SE::InvalidFrom, "'from' is not a domain you authenticated"));
+            return Err(serr(
+                SE::InvalidFrom,
+                "'from' is not a domain you authenticated",
+            ));
         }
         if !self
             .pairs
             .iter()
             .any(|(r, l)| r == from.domain() && l == to.domain())
         {
-            return Err(serr(SE::HostUnknown, "'to' is not a domain this stream is for"));
+            return Err(serr(
+                SE::HostUnknown,
+                "'to' is not a domain this stream is for",
+            ));
         }
         self.throttle().await;
         let stanza = renamespace(&el, ns::SERVER, ns::CLIENT);
@@ -567,7 +642,8 @@ impl Inbound {
     async fn throttle(&mut self) {
         let rate = f64::from(self.ctx.config.stanzas_per_second);
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate * 2.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate * 2.0);
         self.refilled = now;
         if self.tokens < 1.0 {
             let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);

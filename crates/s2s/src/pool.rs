@@ -77,7 +77,9 @@ impl RemoteRoute for Pool {
                     Some(tx) if !tx.is_closed() => tx.clone(),
                     _ => {
                         let Some(server) = server.arc() else { return };
-                        let Some(pool) = self.this.upgrade() else { return };
+                        let Some(pool) = self.this.upgrade() else {
+                            return;
+                        };
                         let (tx, rx) = mpsc::channel(self.ctx.config.queue_size);
                         q.insert(key.clone(), tx.clone());
                         tokio::spawn(run_stream(

@@ -144,8 +144,13 @@ mod tests {
         ));
         // Wildcards cover one label.
         let wild = leaf(&issuer, &["*.example.test"]);
-        assert_eq!(v.verify(std::slice::from_ref(&wild), "x.example.test"), Ok(()));
-        assert!(v.verify(std::slice::from_ref(&wild), "example.test").is_err());
+        assert_eq!(
+            v.verify(std::slice::from_ref(&wild), "x.example.test"),
+            Ok(())
+        );
+        assert!(v
+            .verify(std::slice::from_ref(&wild), "example.test")
+            .is_err());
         // Another CA's certificate has no path to our roots.
         let stranger = leaf(&other_issuer, &["b.test"]);
         assert!(matches!(
@@ -154,6 +159,9 @@ mod tests {
         ));
         assert_eq!(v.verify(&[], "b.test"), Err(VerifyError::NoCertificate));
         let none = PeerVerifier::from_roots(Vec::new()).unwrap();
-        assert_eq!(none.verify(&[good], "b.test"), Err(VerifyError::NoTrustRoots));
+        assert_eq!(
+            none.verify(&[good], "b.test"),
+            Err(VerifyError::NoTrustRoots)
+        );
     }
 }
