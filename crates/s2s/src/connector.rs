@@ -224,10 +224,13 @@ async fn attempt(
             return Err(Refused(format!("{remote} offers no usable authentication")));
         }
         let key = dialback::key(&ctx.secret, remote, local, &id);
-        stream
-            .send(&dialback::result(local, remote, Some(&key), None))
-            .await
-            .map_err(|e| NotFound(e.to_string()))?;
+        stream.queue_raw(&dialback::to_wire(&dialback::result(
+            local,
+            remote,
+            Some(&key),
+            None,
+        )));
+        stream.flush().await.map_err(|e| NotFound(e.to_string()))?;
         loop {
             let el = next_element(&mut stream).await?;
             if el.is("result", NS_DB) {
@@ -275,16 +278,14 @@ pub(crate) async fn verify_key(
                 }
                 break;
             }
-            stream
-                .send(&dialback::verify(
-                    receiving,
-                    originating,
-                    id,
-                    Some(key),
-                    None,
-                ))
-                .await
-                .map_err(|e| NotFound(e.to_string()))?;
+            stream.queue_raw(&dialback::to_wire(&dialback::verify(
+                receiving,
+                originating,
+                id,
+                Some(key),
+                None,
+            )));
+            stream.flush().await.map_err(|e| NotFound(e.to_string()))?;
             let valid = loop {
                 let el = next_element(&mut stream).await?;
                 if el.is("verify", NS_DB) && el.attr("id") == Some(id) {

@@ -67,9 +67,40 @@ pub fn verify(from: &str, to: &str, id: &str, key: Option<&str>, kind: Option<&s
     b.build()
 }
 
+/// Serialises a dialback element with the customary `db:` prefix (declared on our stream
+/// header). Some servers (ejabberd) match the prefixed name literally and ignore
+/// `<result xmlns='jabber:server:dialback'/>`.
+pub fn to_wire(el: &Element) -> String {
+    let xml = starling_proto::writer::element_to_string(el);
+    let name = el.name();
+    let body = xml
+        .strip_prefix(&format!("<{name}"))
+        .unwrap_or(&xml)
+        .replacen(&format!(" xmlns='{NS_DB}'"), "", 1);
+    let body = match body.strip_suffix(&format!("</{name}>")) {
+        Some(inner) => format!("{inner}</db:{name}>"),
+        None => body,
+    };
+    format!("<db:{name}{body}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dialback_elements_use_the_db_prefix() {
+        let r = to_wire(&result("a.test", "b.test", Some("k3y"), None));
+        assert_eq!(r, "<db:result from='a.test' to='b.test'>k3y</db:result>");
+        let v = to_wire(&verify("b.test", "a.test", "i1", None, Some("valid")));
+        assert!(v.starts_with("<db:verify "), "{v}");
+        assert!(v.ends_with("/>") && !v.contains("xmlns"), "{v}");
+        // It parses back, in the dialback namespace, inside a stream that declares db:.
+        let parsed: Element = format!("<x xmlns='urn:t' xmlns:db='{NS_DB}'>{r}</x>")
+            .parse()
+            .unwrap();
+        assert!(parsed.get_child("result", NS_DB).is_some());
+    }
 
     #[test]
     fn keys_differ_per_stream_and_direction() {

@@ -564,7 +564,7 @@ impl Inbound {
             None,
             Some(if valid { "valid" } else { "invalid" }),
         );
-        self.stream().send(&answer).await.map_err(|_| End::Broken)?;
+        self.send_raw(&dialback::to_wire(&answer)).await?;
         if valid {
             Ok(())
         } else {
@@ -597,7 +597,12 @@ impl Inbound {
             None,
             Some(if valid { "valid" } else { "invalid" }),
         );
-        self.stream().send(&answer).await.map_err(|_| End::Broken)
+        self.send_raw(&dialback::to_wire(&answer)).await
+    }
+
+    async fn send_raw(&mut self, xml: &str) -> Result<(), End> {
+        self.stream().queue_raw(xml);
+        self.stream().flush().await.map_err(|_| End::Broken)
     }
 
     /// A stanza from an authenticated peer: from/to checks, rate, then the router.
