@@ -131,12 +131,96 @@ async fn users_on_two_servers_federate_with_certificates() {
     let mut bob = b.online("bob", "laptop").await;
     im_across(&mut alice, &mut bob).await;
     // One outbound stream per direction, re-used for everything above.
-    assert_eq!(a.server.server().router().session_count(), 1);
-    assert_eq!(
-        a.server.server().config().s2s.policy,
-        S2sPolicy::Verify,
-        "no dialback was possible"
-    );
+    assert_eq!(a.server_pool().stream_count(), 1);
+    assert_eq!(b.server_pool().stream_count(), 1);
+
+    // bob leaves: alice sees him go. He comes back: his server probes alice's presence and
+    // alice's server answers it (RFC 6121 §4.3 across domains); alice sees him come back.
+    bob.close().await;
+    wait_for(&mut alice, "bob unavailable", |e| {
+        e.name() == "presence"
+            && e.attr("type") == Some("unavailable")
+            && e.attr("from") == Some("bob@b.test/laptop")
+    })
+    .await;
+    let mut bob = b.login("bob", "desk").await;
+    bob.send("<presence/>").await;
+    let probed = wait_for(&mut bob, "alice's presence (probe answer)", |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@a.test/phone")
+    })
+    .await;
+    assert_eq!(probed.attr("type"), None, "{probed:?}");
+    wait_for(&mut alice, "bob available again", |e| {
+        e.name() == "presence"
+            && e.attr("type").is_none()
+            && e.attr("from") == Some("bob@b.test/desk")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn direct_tls_routes_and_idle_streams_are_reopened() {
+    let ca = Ca::new("Test CA");
+    let (a_addr, b_plain, b_tls) = (free_port(), free_port(), free_port());
+    // b.test also listens for direct TLS (XEP-0368) and a.test's route says to use it; a.test
+    // closes idle outbound streams after one second.
+    let a = Peer::start(PeerSpec {
+        domain: "a.test",
+        cert_names: &["a.test"],
+        issuer: &ca,
+        trusts: &ca,
+        policy: S2sPolicy::Verify,
+        s2s: a_addr,
+        routes: vec![starling_core::config::S2sRoute {
+            domain: "b.test".into(),
+            address: b_tls,
+            direct_tls: true,
+        }],
+        connect_timeout_secs: 10,
+        tweak: Box::new(|c| c.s2s.idle_timeout_secs = 1),
+    })
+    .await;
+    let b = Peer::start(PeerSpec {
+        domain: "b.test",
+        cert_names: &["b.test"],
+        issuer: &ca,
+        trusts: &ca,
+        policy: S2sPolicy::Verify,
+        s2s: b_plain,
+        routes: vec![route("a.test", a_addr)],
+        connect_timeout_secs: 10,
+        tweak: Box::new(move |c| c.s2s.listen_direct_tls = Some(b_tls)),
+    })
+    .await;
+    let mut alice = a.online("alice", "phone").await;
+    let mut bob = b.online("bob", "laptop").await;
+    for round in 0..2 {
+        let body = format!("round {round}");
+        alice
+            .send(&format!(
+                "<message to='bob@b.test/laptop' type='chat'><body>{body}</body></message>"
+            ))
+            .await;
+        let m = wait_for(&mut bob, "alice's message", |e| {
+            is_msg_from(e, "alice@a.test")
+        })
+        .await;
+        assert_eq!(
+            m.get_child("body", "jabber:client").map(|b| b.text()),
+            Some(body)
+        );
+        assert_eq!(a.server_pool().stream_count(), 1);
+        // Idle for longer than idle_timeout_secs: the stream is closed...
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while a.server_pool().stream_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "idle stream not closed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // ...and the next round opens a new one.
+    }
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ async fn lone_a(routes: Vec<starling_core::config::S2sRoute>, timeout: u64) -> P
         s2s: free_port(),
         routes,
         connect_timeout_secs: timeout,
+        tweak: as_is(),
     })
     .await
 }
@@ -101,13 +102,18 @@ async fn stanzas_to_a_server_that_never_answers_bounce_with_remote_server_timeou
 /// Two plaintext-for-tests servers, and a raw peer that claims b.test towards a.test with
 /// a dialback key computed from b.test's secret (so a.test's check with b.test succeeds).
 async fn raw_peer_authenticated_as_b() -> (Peer, Peer, Conn) {
+    raw_peer_authenticated_as_b_with(as_is()).await
+}
+
+async fn raw_peer_authenticated_as_b_with(a_tweak: Tweak) -> (Peer, Peer, Conn) {
     let ca = Ca::new("Test CA");
-    let (a, b) = pair(
+    let (a, b) = pair_with(
         S2sPolicy::PlaintextForTests,
         S2sPolicy::PlaintextForTests,
         &ca,
         &ca,
         &["b.test"],
+        a_tweak,
     )
     .await;
     let mut raw = open_raw(&a).await;
@@ -206,4 +212,47 @@ async fn stanzas_before_authentication_and_wrong_dialback_keys_are_refused() {
     let answer = raw.recv().await;
     assert_eq!(answer.attr("type"), Some("invalid"), "{answer:?}");
     raw.expect_stream_error("not-authorized").await;
+}
+
+#[tokio::test]
+async fn a_stanza_over_the_s2s_size_limit_ends_the_stream() {
+    let (a, _b, mut raw) =
+        raw_peer_authenticated_as_b_with(Box::new(|c| c.s2s.max_stanza_bytes = 4096)).await;
+    let mut alice = a.online("alice", "phone").await;
+    // Under the limit: delivered.
+    let small = "x".repeat(1000);
+    raw.send(&format!(
+        "<message from='bob@b.test' to='alice@a.test/phone'><body>{small}</body></message>"
+    ))
+    .await;
+    wait_for(&mut alice, "the small message", |e| {
+        is_msg_from(e, "bob@b.test")
+    })
+    .await;
+    // Over it: policy-violation, nothing delivered.
+    let big = "x".repeat(8000);
+    raw.send(&format!(
+        "<message from='bob@b.test' to='alice@a.test/phone'><body>{big}</body></message>"
+    ))
+    .await;
+    raw.expect_stream_error("policy-violation").await;
+    alice
+        .expect_none(Duration::from_millis(300), |e| e.name() == "message")
+        .await;
+}
+
+#[tokio::test]
+async fn connections_per_remote_domain_are_capped() {
+    let (a, b, _first) =
+        raw_peer_authenticated_as_b_with(Box::new(|c| c.s2s.max_connections_per_domain = 1)).await;
+    // A second stream authenticating as b.test is one too many.
+    let mut second = open_raw(&a).await;
+    let id = raw_id(&mut second).await;
+    let key = starling_s2s::dialback::key(&b.dialback_secret(), "a.test", "b.test", &id);
+    second
+        .send(&format!(
+            "<db:result from='b.test' to='a.test'>{key}</db:result>"
+        ))
+        .await;
+    second.expect_stream_error("policy-violation").await;
 }

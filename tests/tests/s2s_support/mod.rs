@@ -68,6 +68,16 @@ pub struct PeerSpec<'a> {
     pub s2s: SocketAddr,
     pub routes: Vec<S2sRoute>,
     pub connect_timeout_secs: u64,
+    /// Any other configuration change (limits, timeouts, a direct-TLS listener).
+    pub tweak: Tweak,
+}
+
+/// A configuration change for one server.
+pub type Tweak = Box<dyn FnOnce(&mut starling_core::Config) + Send>;
+
+/// A `tweak` that changes nothing.
+pub fn as_is() -> Tweak {
+    Box::new(|_| {})
 }
 
 /// A Starling server hosting one `*.test` domain with federation on.
@@ -106,6 +116,7 @@ impl Peer {
         std::fs::write(certs.path().join("roots.pem"), &spec.trusts.pem).unwrap();
         let dir = certs.path().to_owned();
         let domain = spec.domain.to_owned();
+        let tweak = spec.tweak;
         let server = TestServer::start_with(|c| {
             c.server.hosts = vec![domain.clone()];
             c.tls.cert = Some(dir.join("cert.pem"));
@@ -117,6 +128,7 @@ impl Peer {
             c.s2s.routes = spec.routes;
             c.s2s.dns = false;
             c.s2s.connect_timeout_secs = spec.connect_timeout_secs;
+            tweak(c);
         })
         .await;
         Peer {
@@ -138,6 +150,11 @@ impl Peer {
         )
         .await
         .unwrap();
+        self.login(user, resource).await
+    }
+
+    /// Logs an existing `user@domain` in, binding `resource`.
+    pub async fn login(&self, user: &str, resource: &str) -> Conn {
         let mut c = Conn::connect(self.server.c2s).await;
         c.open(&self.domain).await;
         c.starttls_only().await;
@@ -175,6 +192,18 @@ pub async fn pair(
     trusted: &Ca,
     b_cert_names: &[&str],
 ) -> (Peer, Peer) {
+    pair_with(a_policy, b_policy, ca, trusted, b_cert_names, as_is()).await
+}
+
+/// Like [`pair`], with a configuration change applied to a.test.
+pub async fn pair_with(
+    a_policy: S2sPolicy,
+    b_policy: S2sPolicy,
+    ca: &Ca,
+    trusted: &Ca,
+    b_cert_names: &[&str],
+    a_tweak: Tweak,
+) -> (Peer, Peer) {
     let (a_addr, b_addr) = (free_port(), free_port());
     let a = Peer::start(PeerSpec {
         domain: "a.test",
@@ -185,6 +214,7 @@ pub async fn pair(
         s2s: a_addr,
         routes: vec![route("b.test", b_addr)],
         connect_timeout_secs: 10,
+        tweak: a_tweak,
     })
     .await;
     let b = Peer::start(PeerSpec {
@@ -196,6 +226,7 @@ pub async fn pair(
         s2s: b_addr,
         routes: vec![route("a.test", a_addr)],
         connect_timeout_secs: 10,
+        tweak: as_is(),
     })
     .await;
     (a, b)
