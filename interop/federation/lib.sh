@@ -161,7 +161,8 @@ printf '%s\n' "$FED_STARLING_PASSWORD" |
     "$STARLING_BIN" --config "$FED_DIR/starling.toml" user add "$FED_STARLING_JID" \
         --password-stdin >"$FED_DIR/accounts.log" 2>&1 || fail "cannot create $FED_STARLING_JID"
 NO_COLOR=1 "$STARLING_BIN" --config "$FED_DIR/starling.toml" serve >"$FED_DIR/starling.log" 2>&1 &
-PIDS+=($!)
+STARLING_PID=$!
+PIDS+=("$STARLING_PID")
 wait_port 127.0.0.1 "$STARLING_S2S" "${PIDS[-1]}" || fail "Starling did not start"
 
 # --- the peer --------------------------------------------------------------------------------
@@ -187,4 +188,12 @@ if [ "$MODE" = dialback ] &&
     grep -q "s2s stream authenticated by certificate" "$FED_DIR/starling.log"; then
     fail "a certificate authenticated a stream in dialback-only mode"
 fi
+# Starling shuts down cleanly on SIGTERM with its s2s streams open.
+kill -TERM "$STARLING_PID"
+for _ in $(seq 1 100); do
+    kill -0 "$STARLING_PID" 2>/dev/null || break
+    sleep 0.1
+done
+kill -0 "$STARLING_PID" 2>/dev/null && fail "Starling did not stop within 10 s of SIGTERM"
+wait "$STARLING_PID" || fail "Starling exited with status $? after SIGTERM"
 echo "federation: $PEER $MODE ok"

@@ -8,10 +8,12 @@
 //! verification streams); [`pool`] keeps one outbound stream per (local, remote) domain pair
 //! with a bounded queue and is the core's [`starling_core::RemoteRoute`]; [`dialback`] is the
 //! pure part of dialback; [`tls`] builds the TLS configurations and verifies peers;
-//! [`resolver`] finds a domain's server (static routes, DNS).
+//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`).
 //!
 //! Streams are one-way, as RFC 6120 §4.1 describes: we send on streams we opened and receive
-//! on streams the peer opened. Bidirectional streams (XEP-0288) are not offered.
+//! on streams the peer opened. Bidirectional streams (XEP-0288) are not offered. Inbound
+//! streams accept several authenticated domain pairs (dialback piggybacking); outbound
+//! streams carry one pair each (one stream per local host and remote domain).
 
 pub mod connector;
 pub mod dialback;
