@@ -63,8 +63,10 @@ impl RemoteRoute for Pool {
             tracing::warn!("stanza for a remote domain without 'from'; dropped");
             return;
         };
-        if !server.config().is_local_host(from.domain()) {
-            // Only our users' stanzas leave through our streams.
+        if !(server.config().is_local_host(from.domain()) || server.is_served_domain(from.domain()))
+        {
+            // Only stanzas from our own domains (hosts, and domains served by a module such
+            // as chat rooms) leave through our streams.
             server.bounce(&stanza, Cond::NotAllowed).await;
             return;
         }
