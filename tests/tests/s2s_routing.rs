@@ -14,6 +14,14 @@ use starling_proto::framer::StreamEvent;
 use starling_tests::{stanza_error_condition, Conn};
 
 async fn lone_a(routes: Vec<starling_core::config::S2sRoute>, timeout: u64) -> Peer {
+    lone_a_with(routes, timeout, as_is()).await
+}
+
+async fn lone_a_with(
+    routes: Vec<starling_core::config::S2sRoute>,
+    timeout: u64,
+    tweak: Tweak,
+) -> Peer {
     let ca = Ca::new("Test CA");
     Peer::start(PeerSpec {
         domain: "a.test",
@@ -24,7 +32,7 @@ async fn lone_a(routes: Vec<starling_core::config::S2sRoute>, timeout: u64) -> P
         s2s: free_port(),
         routes,
         connect_timeout_secs: timeout,
-        tweak: as_is(),
+        tweak,
     })
     .await
 }
@@ -255,4 +263,78 @@ async fn connections_per_remote_domain_are_capped() {
         ))
         .await;
     second.expect_stream_error("policy-violation").await;
+}
+
+#[tokio::test]
+async fn the_queue_for_a_remote_domain_is_bounded() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            sockets.push(s);
+        }
+    });
+    let a = lone_a_with(
+        vec![route("slow.test", addr)],
+        1,
+        Box::new(|c| c.s2s.queue_size = 2),
+    )
+    .await;
+    let mut alice = a.online("alice", "phone").await;
+    for i in 0..5 {
+        alice
+            .send(&format!(
+                "<message to='bob@slow.test' id='q{i}'><body>{i}</body></message>"
+            ))
+            .await;
+    }
+    let mut conditions = Vec::new();
+    for _ in 0..5 {
+        let err = wait_for(&mut alice, "a bounce", |e| {
+            e.attr("id").is_some_and(|id| id.starts_with('q'))
+        })
+        .await;
+        conditions.push(stanza_error_condition(&err).unwrap_or_default());
+    }
+    // Two wait in the queue (and time out with the stream); the other three are refused
+    // at once.
+    conditions.sort();
+    assert_eq!(
+        conditions,
+        [
+            "remote-server-timeout",
+            "remote-server-timeout",
+            "resource-constraint",
+            "resource-constraint",
+            "resource-constraint"
+        ]
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_fast_peer_is_slowed_to_its_stanza_rate() {
+    let (a, _b, mut raw) =
+        raw_peer_authenticated_as_b_with(Box::new(|c| c.s2s.stanzas_per_second = 20)).await;
+    let mut alice = a.online("alice", "phone").await;
+    // A burst of 40 passes at once; the next 20 at 20 per second: about one second.
+    let started = Instant::now();
+    let mut all = String::new();
+    for i in 0..60 {
+        all.push_str(&format!(
+            "<message from='bob@b.test' to='alice@a.test/phone' id='r{i}'><body>{i}</body></message>"
+        ));
+    }
+    raw.send(&all).await;
+    for i in 0..60 {
+        let id = format!("r{i}");
+        let m = wait_for(&mut alice, "a burst message", |e| e.name() == "message").await;
+        assert_eq!(m.attr("id"), Some(id.as_str()), "in order, none lost");
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "60 stanzas at 20/s with a burst of 40 took only {took:?}"
+    );
 }
