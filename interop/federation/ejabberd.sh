@@ -86,4 +86,9 @@ YAML
 
 ejabberd_stop() {
     ejabberdctl_fed stop >/dev/null 2>&1 || true
+    # The Erlang port mapper the node started; it refuses to exit while any node lives.
+    for _ in $(seq 1 50); do
+        epmd -kill >/dev/null 2>&1 && break
+        sleep 0.1
+    done
 }
