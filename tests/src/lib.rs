@@ -80,7 +80,7 @@ impl TestServer {
         self.running.as_ref().expect("running").component_listener
     }
 
-    /// The running server (listener addresses, HTTP listeners).
+    /// The running server (listeners, HTTP listeners, federation).
     pub fn running(&self) -> &starling::Running {
         self.running.as_ref().expect("running")
     }

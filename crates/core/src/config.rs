@@ -52,6 +52,8 @@ pub struct Config {
     pub muc: MucConfig,
     /// Browser transports on the HTTP listeners: WebSocket, BOSH, host-meta, CORS.
     pub http: HttpConfig,
+    /// Federation with other servers (RFC 6120 server-to-server streams), off by default.
+    pub s2s: S2sConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             upload: UploadConfig::default(),
             muc: MucConfig::default(),
             http: HttpConfig::default(),
+            s2s: S2sConfig::default(),
         }
     }
 }
@@ -521,6 +524,104 @@ pub struct ExternalService {
 
 fn default_credential_ttl() -> u64 {
     86_400
+}
+
+/// `[s2s]`: federation with other servers (RFC 6120 §4–§6 for server streams, XEP-0220
+/// dialback, XEP-0178 certificate authentication, XEP-0368 direct TLS).
+///
+/// Off by default: the zero-configuration server is `localhost`, a name no other server can
+/// reach or verify, and opening port 5269 on every interface without the operator asking for
+/// it would expose a listener nobody configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S2sConfig {
+    /// Accept and open server-to-server streams.
+    pub enabled: bool,
+    /// Address of the listener for streams that start in plaintext and upgrade with
+    /// STARTTLS (`_xmpp-server._tcp`, port 5269).
+    pub listen: SocketAddr,
+    /// Address of a listener for streams inside TLS from the first byte (XEP-0368,
+    /// `_xmpps-server._tcp`); absent: none.
+    pub listen_direct_tls: Option<SocketAddr>,
+    /// How peers must authenticate: `verify` (a certificate valid for the peer's domain,
+    /// SASL EXTERNAL), `dialback` (certificates when valid, Server Dialback otherwise), or
+    /// `plaintext-for-tests` (dialback, and TLS optional: never in production).
+    pub policy: S2sPolicy,
+    /// PEM file with the certificate authorities that peer certificates must chain to.
+    /// Absent: the system bundle `/etc/ssl/certs/ca-certificates.crt` when it exists.
+    pub trust_roots: Option<PathBuf>,
+    /// Static routes that override DNS: tests and private deployments.
+    #[serde(rename = "route")]
+    pub routes: Vec<S2sRoute>,
+    /// Look remote domains without a static route up in DNS (SRV, then A/AAAA). Off: only
+    /// static routes are reachable (tests, closed federations).
+    pub dns: bool,
+    /// Largest stanza accepted from a peer, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Stanzas waiting for one remote domain while its stream is set up or busy; beyond it
+    /// senders get `resource-constraint`.
+    pub queue_size: usize,
+    /// Seconds to reach and authenticate with a remote server before queued stanzas bounce
+    /// with `remote-server-timeout`.
+    pub connect_timeout_secs: u64,
+    /// Seconds an inbound connection has to authenticate.
+    pub handshake_timeout_secs: u64,
+    /// Seconds without traffic after which a stream is closed (re-opened on demand).
+    pub idle_timeout_secs: u64,
+    /// Most inbound connections from all peers together.
+    pub max_inbound_connections: usize,
+    /// Most inbound connections authenticated for one remote domain.
+    pub max_connections_per_domain: usize,
+    /// Stanzas per second one inbound stream may send on average (bursts up to twice
+    /// that); faster peers are read more slowly.
+    pub stanzas_per_second: u32,
+}
+
+impl Default for S2sConfig {
+    fn default() -> Self {
+        S2sConfig {
+            enabled: false,
+            listen: "0.0.0.0:5269".parse().expect("static address"),
+            listen_direct_tls: None,
+            policy: S2sPolicy::Verify,
+            trust_roots: None,
+            routes: Vec::new(),
+            dns: true,
+            max_stanza_bytes: 512 * 1024,
+            queue_size: 256,
+            connect_timeout_secs: 20,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            max_inbound_connections: 1000,
+            max_connections_per_domain: 4,
+            stanzas_per_second: 200,
+        }
+    }
+}
+
+/// How server-to-server peers authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum S2sPolicy {
+    /// TLS with a certificate valid for the peer's domain (SASL EXTERNAL), nothing else.
+    Verify,
+    /// Certificates when they verify, Server Dialback (XEP-0220) otherwise; TLS required.
+    Dialback,
+    /// Dialback with TLS optional. For tests on loopback only.
+    PlaintextForTests,
+}
+
+/// One `[[s2s.route]]`: where to reach a remote domain, instead of DNS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S2sRoute {
+    /// The remote domain.
+    pub domain: String,
+    /// IP address and port of its server.
+    pub address: SocketAddr,
+    /// Whether that port speaks TLS from the first byte (XEP-0368) instead of STARTTLS.
+    #[serde(default)]
+    pub direct_tls: bool,
 }
 
 /// `[mam]`: the per-user message archive (XEP-0313).
@@ -958,6 +1059,58 @@ impl Config {
                 problem("address", format!("two listeners bind {}", l.address));
             }
         }
+        let s2s = &self.s2s;
+        for (key, value, min, max) in [
+            (
+                "max_stanza_bytes",
+                s2s.max_stanza_bytes as u64,
+                1024,
+                64 * 1024 * 1024,
+            ),
+            ("queue_size", s2s.queue_size as u64, 1, 1_000_000),
+            ("connect_timeout_secs", s2s.connect_timeout_secs, 1, 3600),
+            (
+                "handshake_timeout_secs",
+                s2s.handshake_timeout_secs,
+                1,
+                3600,
+            ),
+            ("idle_timeout_secs", s2s.idle_timeout_secs, 1, 86_400),
+            (
+                "max_inbound_connections",
+                s2s.max_inbound_connections as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "max_connections_per_domain",
+                s2s.max_connections_per_domain as u64,
+                1,
+                1000,
+            ),
+            (
+                "stanzas_per_second",
+                u64::from(s2s.stanzas_per_second),
+                1,
+                1_000_000,
+            ),
+        ] {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("s2s.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
+        for route in &s2s.routes {
+            match starling_proto::jid::Jid::parse(&route.domain) {
+                Ok(j) if j.is_bare() && j.node().is_none() && !self.is_local_host(j.domain()) => {}
+                _ => problem(
+                    "domain",
+                    format!("s2s route '{}' must be a remote domain name", route.domain),
+                ),
+            }
+        }
         if self.mam.retention_days > 36_500 {
             problem(
                 "retention_days",
@@ -1144,6 +1297,22 @@ mod tests {
         let bad = "[http]\nwebsocket_path = \"ws\"\nbosh_path = \"ws\"\nbosh_max_hold = 0\n";
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn s2s_section() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.s2s.enabled);
+        assert_eq!(c.s2s.policy, S2sPolicy::Verify);
+        assert_eq!(c.s2s.max_stanza_bytes, 512 * 1024);
+        let text = "[s2s]\nenabled = true\npolicy = \"dialback\"\n[[s2s.route]]\ndomain = \"b.test\"\naddress = \"127.0.0.2:5269\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.s2s.policy, S2sPolicy::Dialback);
+        assert_eq!(c.s2s.routes[0].domain, "b.test");
+        assert!(!c.s2s.routes[0].direct_tls);
+        let bad = "[s2s]\nqueue_size = 0\n[[s2s.route]]\ndomain = \"localhost\"\naddress = \"127.0.0.1:1\"\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

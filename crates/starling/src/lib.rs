@@ -26,6 +26,8 @@ pub struct Running {
     pub upload: Option<Arc<starling_upload::Upload>>,
     /// The HTTP listeners (WebSocket, BOSH, host-meta, upload).
     pub http: starling_http::HttpListeners,
+    /// Federation (listeners and outbound pool), when `[s2s] enabled`.
+    pub s2s: Option<starling_s2s::S2s>,
 }
 
 /// Why the server could not start.
@@ -43,6 +45,9 @@ pub enum StartError {
     /// The module set is inconsistent.
     #[error("modules: {0}")]
     Modules(String),
+    /// Federation could not start.
+    #[error("{0}")]
+    S2s(#[from] starling_s2s::StartError),
 }
 
 /// The certificate and key files the server uses: configured ones, or the generated
@@ -142,12 +147,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         u.start_expiry(&server);
     }
+    let s2s = if server.config().s2s.enabled {
+        Some(starling_s2s::start(server.clone(), &cert, &key).await?)
+    } else {
+        None
+    };
     Ok(Running {
         server,
         listeners,
         component_listener,
         upload,
         http,
+        s2s,
     })
 }
 
@@ -157,6 +168,9 @@ impl Running {
         self.server.shutdown_token().cancel();
         self.listeners.join().await;
         self.http.join().await;
+        if let Some(s2s) = self.s2s {
+            s2s.join().await;
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while self.server.router().session_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

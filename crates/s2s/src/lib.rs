@@ -1,0 +1,256 @@
+//! Server-to-server streams (federation): RFC 6120 §4–§6 for server streams, certificate
+//! authentication with SASL EXTERNAL (XEP-0178, identities per RFC 6125), Server Dialback
+//! (XEP-0220, keys per XEP-0185) where the policy allows it, direct TLS (XEP-0368).
+//!
+//! What lives where: [`listener`] accepts inbound streams, authenticates the peer and routes
+//! what it sends after checking `from`/`to` against the authenticated domain pair;
+//! [`connector`] opens and authenticates outbound streams (and the short dialback
+//! verification streams); [`pool`] keeps one outbound stream per (local, remote) domain pair
+//! with a bounded queue and is the core's [`starling_core::RemoteRoute`]; [`dialback`] is the
+//! pure part of dialback; [`tls`] builds the TLS configurations and verifies peers;
+//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`).
+//!
+//! Streams are one-way, as RFC 6120 §4.1 describes: we send on streams we opened and receive
+//! on streams the peer opened. Bidirectional streams (XEP-0288) are not offered. Inbound
+//! streams accept several authenticated domain pairs (dialback piggybacking); outbound
+//! streams carry one pair each (one stream per local host and remote domain).
+
+pub mod connector;
+pub mod dialback;
+mod dns;
+mod listener;
+pub mod pool;
+pub mod resolver;
+pub mod tls;
+mod transport;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use minidom::{Element, Node};
+use parking_lot::Mutex;
+use starling_core::config::{S2sConfig, S2sPolicy};
+use starling_core::Server;
+use starling_proto::framer::Limits;
+use starling_proto::ns;
+use tokio::task::JoinHandle;
+
+pub use pool::Pool;
+pub use resolver::{Resolver, StaticRoutes, Target};
+pub use tls::verify::PeerVerifier;
+pub use tls::S2sTls;
+
+/// What both directions share.
+pub(crate) struct Ctx {
+    pub config: S2sConfig,
+    pub tls: S2sTls,
+    pub verifier: PeerVerifier,
+    pub resolver: Arc<dyn Resolver>,
+    /// The dialback secret (XEP-0185), from the data directory.
+    pub secret: Arc<[u8]>,
+    /// Authenticated inbound streams per remote domain, for `max_connections_per_domain`.
+    pub inbound_per_domain: Mutex<HashMap<String, usize>>,
+}
+
+impl Ctx {
+    pub(crate) fn policy(&self) -> S2sPolicy {
+        self.config.policy
+    }
+
+    /// Parser limits of server streams.
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_stanza_bytes: self.config.max_stanza_bytes,
+            max_depth: 64,
+            max_attributes: 64,
+            max_buffered_bytes: self.config.max_stanza_bytes + 16 * 1024,
+        }
+    }
+}
+
+/// The running federation side: listeners and the outbound pool.
+pub struct S2s {
+    /// The STARTTLS listener's bound address.
+    pub address: SocketAddr,
+    /// The direct-TLS listener's bound address, when configured.
+    pub direct_tls_address: Option<SocketAddr>,
+    /// The outbound pool (installed on the server as its remote route).
+    pub pool: Arc<Pool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl S2s {
+    /// Waits for the accept loops to end (after shutdown).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Why federation could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// TLS material or trust roots could not be loaded.
+    #[error("s2s: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// A listener could not bind, or the secret could not be stored.
+    #[error("s2s: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts federation with the configured resolver: static routes, then DNS when enabled.
+pub async fn start(
+    server: Arc<Server>,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<S2s, StartError> {
+    let config = server.config().s2s.clone();
+    let fallback: Option<Box<dyn Resolver>> = if config.dns {
+        Some(Box::new(dns::DnsResolver::new()))
+    } else {
+        None
+    };
+    let resolver = Arc::new(StaticRoutes::new(config.routes.clone(), fallback));
+    let tls = S2sTls::from_pem_files(cert, key)?;
+    let verifier = PeerVerifier::load(config.trust_roots.as_deref())?;
+    start_with(server, tls, verifier, resolver).await
+}
+
+/// Starts federation with explicit TLS, trust and resolver (tests).
+pub async fn start_with(
+    server: Arc<Server>,
+    tls: S2sTls,
+    verifier: PeerVerifier,
+    resolver: Arc<dyn Resolver>,
+) -> Result<S2s, StartError> {
+    let config = server.config().s2s.clone();
+    let secret = load_or_create_secret(&server.config().server.data_dir.join("dialback-secret"))?;
+    let ctx = Arc::new(Ctx {
+        config: config.clone(),
+        tls,
+        verifier,
+        resolver,
+        secret,
+        inbound_per_domain: Mutex::new(HashMap::new()),
+    });
+    let pool = Pool::new(ctx.clone());
+    server.set_remote(pool.clone());
+    let limits = Arc::new(tokio::sync::Semaphore::new(config.max_inbound_connections));
+    let mut tasks = Vec::new();
+    let (address, task) = listener::bind(
+        server.clone(),
+        ctx.clone(),
+        config.listen,
+        false,
+        limits.clone(),
+    )
+    .await?;
+    tasks.push(task);
+    let mut direct_tls_address = None;
+    if let Some(addr) = config.listen_direct_tls {
+        let (a, task) = listener::bind(server.clone(), ctx.clone(), addr, true, limits).await?;
+        direct_tls_address = Some(a);
+        tasks.push(task);
+    }
+    Ok(S2s {
+        address,
+        direct_tls_address,
+        pool,
+        tasks,
+    })
+}
+
+/// Our stream header for a server stream, declaring the dialback prefix (XEP-0220 §2.1).
+pub(crate) fn stream_header(from: &str, to: Option<&str>, id: &str) -> String {
+    let h = starling_proto::writer::stream_header(ns::SERVER, Some(from), to, id, None);
+    h.replacen(
+        "<stream:stream ",
+        "<stream:stream xmlns:db='jabber:server:dialback' ",
+        1,
+    )
+}
+
+/// A fresh stream id (also the dialback key input, so unguessable).
+pub(crate) fn new_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A copy of `el` with every element in namespace `from` moved to `to`: stanzas travel in
+/// `jabber:server` between servers and in `jabber:client` inside ours.
+pub(crate) fn renamespace(el: &Element, from: &str, to: &str) -> Element {
+    let target = if el.ns() == from { to } else { &el.ns() };
+    let mut out = Element::builder(el.name(), target).build();
+    *out.attrs_mut() = el.attrs().clone();
+    for node in el.nodes() {
+        match node {
+            Node::Element(child) if child.ns() == from => {
+                out.append_node(Node::Element(renamespace(child, from, to)))
+            }
+            other => out.append_node(other.clone()),
+        }
+    }
+    out
+}
+
+/// The dialback secret: 32 random bytes in the data directory, created on first start and
+/// readable by the owner only, so keys survive restarts.
+fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes.into()),
+        Ok(_) => tracing::warn!(path = %path.display(), "dialback secret too short; replacing it"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    }
+    use rand::Rng;
+    let secret: [u8; 32] = rand::rng().random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = options.open(path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
+    })?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    Ok(secret.to_vec().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renamespace_moves_stanza_and_same_namespace_children_only() {
+        let el: Element = "<message xmlns='jabber:client' to='b@b.test' type='chat'><body>hi</body><x xmlns='urn:x'><body xmlns='jabber:client'/></x></message>"
+            .parse()
+            .unwrap();
+        let out = renamespace(&el, ns::CLIENT, ns::SERVER);
+        assert!(out.is("message", ns::SERVER));
+        assert_eq!(out.attr("to"), Some("b@b.test"));
+        assert!(out.get_child("body", ns::SERVER).is_some());
+        // Foreign payloads (forwarded messages in carbons, MAM) keep their inner namespaces.
+        let x = out.get_child("x", "urn:x").unwrap();
+        assert!(x.get_child("body", ns::CLIENT).is_some());
+        assert_eq!(renamespace(&out, ns::SERVER, ns::CLIENT), el);
+    }
+
+    #[test]
+    fn header_declares_dialback() {
+        let h = stream_header("a.test", Some("b.test"), "id1");
+        assert!(h.contains("xmlns:db='jabber:server:dialback'"), "{h}");
+        assert!(h.contains("xmlns='jabber:server'"), "{h}");
+    }
+}
