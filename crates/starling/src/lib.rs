@@ -19,6 +19,8 @@ pub struct Running {
     pub server: Arc<Server>,
     /// The bound listeners.
     pub listeners: Listeners,
+    /// The SIP gateway's UDP/TCP address, when `[sip] enabled`.
+    pub sip: Option<std::net::SocketAddr>,
 }
 
 /// Why the server could not start.
@@ -79,10 +81,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let tls =
         TlsSettings::from_pem_files(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
     let storage = starling_storage::open(&config.storage_url()).await?;
-    let modules = starling_modules::default_modules(&config);
+    let mut modules = starling_modules::default_modules(&config);
+    // The SIP/SIMPLE gateway (RFC 3922) serves its own domain; its sockets open below.
+    let gateway = if config.sip.enabled {
+        let g = starling_sipgw::Gateway::new(&config)
+            .map_err(|e| StartError::Modules(e.to_string()))?;
+        modules.push(g.clone());
+        Some(g)
+    } else {
+        None
+    };
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
+    let sip = match &gateway {
+        Some(g) => Some(g.start(server.clone()).await?),
+        None => None,
+    };
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
-    Ok(Running { server, listeners })
+    Ok(Running {
+        server,
+        listeners,
+        sip,
+    })
 }
 
 impl Running {
