@@ -68,6 +68,8 @@ type DialogKey = (String, String); // (Call-ID, our tag)
 enum WatchState {
     Pending,
     Active,
+    /// Unsubscribed: only the final NOTIFY is still to go.
+    Ending,
 }
 
 /// A SIP watcher of an XMPP user.
@@ -256,6 +258,9 @@ pub(crate) async fn sip_subscribe(
             match st.watchers.get_mut(&key) {
                 Some(w) => {
                     w.expires_at = Instant::now() + Duration::from_secs(u64::from(expires));
+                    if expires == 0 {
+                        w.state = WatchState::Ending;
+                    }
                     Some((w.watcher_jid.clone(), w.user.clone()))
                 }
                 None => None,
@@ -269,11 +274,13 @@ pub(crate) async fn sip_subscribe(
         ok.push("Contact", inner.contact(addr_uri(to_value)));
         transport.respond(req, origin, ok).await;
         if expires == 0 {
-            send_notify(inner, &key, Some("timeout")).await;
-            subs.state.lock().watchers.remove(&key);
+            // The roster has processed the unsubscribe when route() returns; the dialog is
+            // Ending, so the `unavailable` it may send back changes nothing.
             server
                 .route(presence(&watcher_jid, user.as_str(), Some("unsubscribe")))
                 .await;
+            send_notify(inner, &key, Some("timeout")).await;
+            subs.state.lock().watchers.remove(&key);
         } else {
             send_notify(inner, &key, None).await;
         }
@@ -373,14 +380,16 @@ async fn send_notify(inner: &Inner, key: &DialogKey, terminated: Option<&str>) {
             (Some(r), _) => format!("terminated;reason={r}"),
             (None, WatchState::Pending) => format!("pending;expires={remaining}"),
             (None, WatchState::Active) => format!("active;expires={remaining}"),
+            (None, WatchState::Ending) => "terminated;reason=timeout".to_owned(),
         };
         let body = if w.state == WatchState::Active && terminated.is_none() {
-            let body = pidf_for(w);
-            if body == w.last_body {
+            // Compared without the timestamp, which changes every time.
+            let key = pidf_for(w, None);
+            if key == w.last_body {
                 return; // nothing new for this watcher
             }
-            w.last_body = body.clone();
-            body
+            w.last_body = key;
+            pidf_for(w, Some(&now()))
         } else {
             Vec::new()
         };
@@ -413,7 +422,7 @@ async fn send_notify(inner: &Inner, key: &DialogKey, terminated: Option<&str>) {
 }
 
 /// The PIDF of a watcher's current view: one tuple per known resource, at least one.
-fn pidf_for(w: &Watcher) -> Vec<u8> {
+fn pidf_for(w: &Watcher, timestamp: Option<&starling_cpim::DateTime>) -> Vec<u8> {
     let mut presences: Vec<Element> = w.resources.values().cloned().collect();
     if presences.is_empty() {
         presences.push(presence(
@@ -422,12 +431,12 @@ fn pidf_for(w: &Watcher) -> Vec<u8> {
             Some("unavailable"),
         ));
     }
-    match starling_cpim::presence::xmpp_presences_to_pidf(&presences, Some(&now())) {
+    match starling_cpim::presence::xmpp_presences_to_pidf(&presences, timestamp) {
         Ok(doc) => doc.to_bytes(),
         Err(e) => {
             tracing::warn!(error = %e, "presence not mapped to PIDF");
             let closed = presence(w.user.as_str(), &w.watcher_jid, Some("unavailable"));
-            starling_cpim::presence::xmpp_presence_to_pidf(&closed, Some(&now()))
+            starling_cpim::presence::xmpp_presence_to_pidf(&closed, timestamp)
                 .map(|d| d.to_bytes())
                 .unwrap_or_default()
         }
@@ -443,7 +452,11 @@ fn trimmed(p: &Element) -> Element {
         out.put_attr("type", t);
     }
     for c in p.children() {
-        if matches!(c.name(), "show" | "status" | "priority") && c.ns() == ns::CLIENT {
+        let zero_priority = c.name() == "priority" && c.text().trim().parse::<i8>() == Ok(0);
+        if matches!(c.name(), "show" | "status" | "priority")
+            && c.ns() == ns::CLIENT
+            && !zero_priority
+        {
             out.append_child(c.clone());
         }
     }
@@ -497,16 +510,20 @@ pub(crate) async fn xmpp_presence(inner: &Inner, server: &Server, stanza: Elemen
                     .iter_mut()
                     .filter(|(_, w)| w.user == user && w.watcher_jid == peer.as_str())
                     .map(|(k, w)| {
-                        w.state = WatchState::Active;
+                        if w.state == WatchState::Pending {
+                            w.state = WatchState::Active;
+                        }
                         for (full, priority) in available.iter().take(MAX_RESOURCES) {
                             w.resources.entry(full.clone()).or_insert_with(|| {
                                 let mut p = presence(full, "", None);
                                 p.remove_attr("to");
-                                p.append_child(
-                                    Element::builder("priority", ns::CLIENT)
-                                        .append(priority.to_string())
-                                        .build(),
-                                );
+                                if *priority != 0 {
+                                    p.append_child(
+                                        Element::builder("priority", ns::CLIENT)
+                                            .append(priority.to_string())
+                                            .build(),
+                                    );
+                                }
                                 p
                             });
                         }

@@ -230,3 +230,40 @@ fn rand_token() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+impl RawPeer {
+    /// The next SIP message the peer receives, and where it came from.
+    pub async fn recv_msg(&self) -> (starling_sipgw::sip::SipMessage, SocketAddr) {
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = tokio::time::timeout(STEP_TIMEOUT, self.socket.recv_from(&mut buf))
+            .await
+            .expect("a SIP message")
+            .unwrap();
+        let msg = starling_sipgw::sip::SipMessage::parse(&buf[..n], 65536).expect("valid SIP");
+        (msg, from)
+    }
+
+    /// Answers a request 200 OK.
+    pub async fn ok(&self, req: &starling_sipgw::sip::SipMessage, to: SocketAddr) {
+        let r = req.response(200, "OK", Some("peer"));
+        self.socket.send_to(&r.to_bytes(), to).await.unwrap();
+    }
+}
+
+/// Runs `xmllint --noout --schema interop/sip/schema/pidf.xsd` on `doc`: true when valid.
+pub fn pidf_is_valid(doc: &[u8]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.xml");
+    std::fs::write(&path, doc).unwrap();
+    let out = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(scenario("schema/pidf.xsd"))
+        .arg(&path)
+        .output()
+        .expect("xmllint runs (Debian package libxml2-utils; scripts/test installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
