@@ -387,10 +387,11 @@ impl Inner {
                 Ok(mapped)
             }
             "application/pkcs7-mime" | "multipart/signed" | "application/pkcs7-signature" => {
-                // RFC 3923 §8: the S/MIME object, unchanged, as the <e2e/> text.
-                let mut entity = format!("Content-Type: {content_type}\r\n").into_bytes();
-                for name in ENTITY_HEADERS {
-                    for v in req.headers_named(name) {
+                // RFC 3923 §8: the S/MIME object, unchanged, as the <e2e/> text: its MIME
+                // header fields in the order they came, a blank line, the body.
+                let mut entity = Vec::new();
+                for (name, v) in req.headers() {
+                    if is_entity_header(name) {
                         entity.extend_from_slice(format!("{name}: {v}\r\n").as_bytes());
                     }
                 }
@@ -481,17 +482,23 @@ impl Inner {
         req: &mut SipMessage,
     ) -> Result<bool, Cond> {
         if let Some(e2e) = starling_e2e::payload::find(stanza) {
+            // RFC 3923 §8: forwarded unchanged. The object's MIME header fields become SIP
+            // header fields (in order), its body the MESSAGE body.
             let object = starling_e2e::payload::unwrap(e2e).map_err(|_| Cond::BadRequest)?;
-            let entity =
-                starling_e2e::mime::Entity::parse(&object).map_err(|_| Cond::BadRequest)?;
-            let content_type = entity.header("Content-Type").ok_or(Cond::BadRequest)?;
-            req.push("Content-Type", content_type);
-            for name in ENTITY_HEADERS {
-                if let Some(v) = entity.header(name) {
-                    req.push(name, v);
-                }
+            let (fields, body) = split_entity(&object).ok_or(Cond::BadRequest)?;
+            if !fields
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("Content-Type"))
+            {
+                return Err(Cond::BadRequest);
             }
-            req.body = entity.body().to_vec();
+            for (name, value) in fields {
+                if !is_entity_header(&name) {
+                    return Err(Cond::BadRequest);
+                }
+                req.push(&name, value);
+            }
+            req.body = body.to_vec();
             return Ok(true);
         }
         match self.format {
@@ -586,13 +593,33 @@ impl Inner {
     }
 }
 
-/// MIME entity header fields carried as SIP header fields with an S/MIME body.
-const ENTITY_HEADERS: [&str; 4] = [
-    "Content-Transfer-Encoding",
-    "Content-Disposition",
-    "Content-ID",
-    "Content-Description",
-];
+/// Whether a header field belongs to the MIME entity (RFC 2045 `Content-*` and
+/// `MIME-Version`) rather than to SIP; `Content-Length` and `Content-Encoding` are SIP's.
+fn is_entity_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower == "mime-version"
+        || (lower.starts_with("content-")
+            && lower != "content-length"
+            && lower != "content-encoding")
+}
+
+/// A canonical (CRLF) MIME entity split into its header fields (unfolded) and its body.
+fn split_entity(object: &[u8]) -> Option<(Vec<(String, String)>, &[u8])> {
+    let end = object.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&object[..end]).ok()?;
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            let last = fields.last_mut()?;
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+        } else {
+            let (n, v) = line.split_once(':')?;
+            fields.push((n.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    Some((fields, &object[end + 4..]))
+}
 
 #[async_trait]
 impl Module for Gateway {

@@ -88,12 +88,18 @@ pub fn scenario(name: &str) -> PathBuf {
 pub struct Sipp {
     child: Child,
     pub name: String,
+    dir: PathBuf,
 }
 
 /// Starts sipp with a scenario of `interop/sip/`, bound to 127.0.0.1:`port`. `extra` are
 /// more arguments (the remote host for a UAC, `-s user`, ...). Fails the test clearly when
 /// sipp is not installed (scripts/test installs Debian's `sip-tester`).
 pub fn sipp(scenario_name: &str, port: u16, extra: &[&str]) -> Sipp {
+    sipp_in(&std::env::temp_dir(), scenario_name, port, extra)
+}
+
+/// [`sipp`] run in `dir` (where it reads `[file name=...]` inserts and writes its logs).
+pub fn sipp_in(dir: &std::path::Path, scenario_name: &str, port: u16, extra: &[&str]) -> Sipp {
     let path = scenario(scenario_name);
     let mut cmd = Command::new("sipp");
     cmd.arg("-sf")
@@ -102,7 +108,7 @@ pub fn sipp(scenario_name: &str, port: u16, extra: &[&str]) -> Sipp {
         .args(["-m", "1", "-nostdin", "-timeout", "20", "-timeout_error"])
         .args(["-trace_err", "-trace_msg"])
         .args(extra)
-        .current_dir(std::env::temp_dir())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -113,6 +119,7 @@ pub fn sipp(scenario_name: &str, port: u16, extra: &[&str]) -> Sipp {
     Sipp {
         child,
         name: scenario_name.to_owned(),
+        dir: dir.to_owned(),
     }
 }
 
@@ -152,7 +159,7 @@ impl Sipp {
         let stem = self.name.trim_end_matches(".xml");
         let mut out = String::new();
         for kind in ["errors", "messages"] {
-            let p = std::env::temp_dir().join(format!("{stem}_{pid}_{kind}.log"));
+            let p = self.dir.join(format!("{stem}_{pid}_{kind}.log"));
             if let Ok(text) = std::fs::read_to_string(&p) {
                 out.push_str(&format!("\n--- {kind} ---\n{text}"));
                 let _ = std::fs::remove_file(&p);
@@ -266,4 +273,45 @@ pub fn pidf_is_valid(doc: &[u8]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A raw SIP peer on TCP (requests above 1300 bytes come over TCP, RFC 3428 §5).
+pub struct TcpPeer {
+    pub listener: tokio::net::TcpListener,
+}
+
+impl TcpPeer {
+    pub async fn bind(port: u16) -> TcpPeer {
+        TcpPeer {
+            listener: tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Accepts one connection, reads one request and answers it 200 OK.
+    pub async fn recv_and_ok(&self) -> starling_sipgw::sip::SipMessage {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = tokio::time::timeout(STEP_TIMEOUT, self.listener.accept())
+            .await
+            .expect("a TCP connection")
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let len = loop {
+            if let Some(n) = starling_sipgw::sip::frame_len(&buf, 65536).unwrap() {
+                break n;
+            }
+            let n = tokio::time::timeout(STEP_TIMEOUT, stream.read(&mut chunk))
+                .await
+                .expect("request bytes")
+                .unwrap();
+            assert!(n > 0, "connection closed before a whole request");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let msg = starling_sipgw::sip::SipMessage::parse(&buf[..len], 65536).unwrap();
+        let ok = msg.response(200, "OK", Some("peer"));
+        stream.write_all(&ok.to_bytes()).await.unwrap();
+        msg
+    }
 }
