@@ -13,7 +13,6 @@ use std::process::Command;
 
 use sip_support::*;
 use starling_core::config::SipMessageFormat;
-use starling_tests::*;
 
 const CPIM: &str = "Content-type: Message/CPIM\r\n\r\nFrom: <im:alice@localhost>\r\n\
 To: <im:bob@sip.example>\r\nDateTime: 2026-11-25T17:00:00.000Z\r\n\r\n\

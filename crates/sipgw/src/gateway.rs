@@ -603,11 +603,14 @@ fn is_entity_header(name: &str) -> bool {
             && lower != "content-encoding")
 }
 
+/// Header fields as (name, value), in order.
+type Fields = Vec<(String, String)>;
+
 /// A canonical (CRLF) MIME entity split into its header fields (unfolded) and its body.
-fn split_entity(object: &[u8]) -> Option<(Vec<(String, String)>, &[u8])> {
+fn split_entity(object: &[u8]) -> Option<(Fields, &[u8])> {
     let end = object.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&object[..end]).ok()?;
-    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut fields: Fields = Vec::new();
     for line in head.split("\r\n") {
         if line.starts_with([' ', '\t']) {
             let last = fields.last_mut()?;
