@@ -193,3 +193,24 @@ async fn requests_from_addresses_without_a_route_are_refused() {
     );
     assert_eq!(peer.status_of(&req, gw.gateway).await, 403);
 }
+
+#[tokio::test]
+async fn sip_user_sends_message_over_tcp() {
+    let sipp_port = free_port().await;
+    let gw = gateway_server(sipp_port, SipMessageFormat::Cpim).await;
+    let mut alice = online(&gw.server, "alice", "phone").await;
+    let target = gw.gateway.to_string();
+    sipp(
+        "uac_message.xml",
+        sipp_port,
+        &["-t", "t1", "-s", "alice", &target],
+    )
+    .success()
+    .await;
+    let msg = alice.recv_until(|e| e.name() == "message").await;
+    assert_eq!(msg.attr("from"), Some(BOB));
+    assert_eq!(
+        child_text(&msg, "body").unwrap().trim_end(),
+        "Hello from SIP, alice."
+    );
+}
