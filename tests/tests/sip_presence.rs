@@ -217,3 +217,27 @@ Content-Length: 0\r\n\r\n"
     let broken = body.replacen(">open<", ">opened<", 1);
     assert!(!pidf_is_valid(broken.as_bytes()).0);
 }
+
+#[tokio::test]
+async fn subscriptions_per_user_are_capped() {
+    let peer_port = free_port().await;
+    let gw = gateway_server_with(peer_port, |c| c.sip.max_subscriptions_per_user = 1).await;
+    let peer = RawPeer::bind(peer_port).await;
+    let mut alice = online(&gw.server, "alice", "phone").await;
+    alice
+        .send(&format!("<presence to='{BOB}' type='subscribe' id='one'/>"))
+        .await;
+    let (sub, _) = peer.recv_msg().await;
+    assert_eq!(sub.method(), Some("SUBSCRIBE"));
+    alice
+        .send("<presence to='carol%sip.example@sip.localhost' type='subscribe' id='two'/>")
+        .await;
+    let err = alice
+        .recv_until(|e| e.name() == "presence" && e.attr("type") == Some("error"))
+        .await;
+    assert_eq!(err.attr("id"), Some("two"));
+    assert_eq!(
+        stanza_error_condition(&err).as_deref(),
+        Some("resource-constraint")
+    );
+}
