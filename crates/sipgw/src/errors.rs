@@ -2,8 +2,9 @@
 //!
 //! RFC 3922 §6 names three (unknown target -> `item-not-found`, access denied ->
 //! `forbidden`, existing or pending subscription -> `conflict`); for the rest we follow the
-//! tables of RFC 7247 §8 (XMPP -> SIP, SIP -> XMPP) as we read them, since RFC 3922 maps to
-//! abstract CPIM and has no status codes. The two directions are not inverses: several SIP
+//! tables of RFC 7247 §8 (XMPP -> SIP, SIP -> XMPP) as we remember them (the RFC body was not
+//! at hand when this was written: check it before relying on a rarer code), since RFC 3922
+//! maps to abstract CPIM and has no status codes. The two directions are not inverses: several SIP
 //! codes fold into one condition and back to the most general code.
 
 use starling_proto::error::StanzaErrorCondition as Cond;

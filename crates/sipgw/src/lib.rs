@@ -28,9 +28,15 @@
 //! `sip:` URIs rather than `im:`/`pres:` (RFC 7247 §5; RFC 3922 maps to abstract CPIM);
 //! statuses map to stanza errors by RFC 7247 §8's table beyond the three conditions RFC 3922
 //! names; with `message_format = "text"` messages are plain text with a SIP Subject (RFC 7572)
-//! rather than Message/CPIM. Why the SIP stack is ours rather than `ezk-sip-core`: see
-//! DESIGN notes in the gateway report (its transports spawn unbounded tasks and connections
-//! with no shutdown, and cannot report an ephemeral TCP port).
+//! rather than Message/CPIM.
+//!
+//! Why the SIP layer is ours and not `ezk-sip-core`/`ezk-sip-types` (which DESIGN picked):
+//! checked at 0.9.2, its transports accept TCP connections without a cap, spawn a task per
+//! received message, loop forever with no way to stop them at shutdown, log through `log`
+//! rather than `tracing`, cannot report the port of a TCP listener bound to port 0, and bring
+//! `hickory-resolver` 0.26 and a second `rand`. The gateway needs only non-INVITE
+//! transactions (MESSAGE, SUBSCRIBE, NOTIFY), which fit in [`sip`] (no I/O) and `transport`
+//! with every table bounded by `[sip]` limits.
 
 pub mod errors;
 mod gateway;
