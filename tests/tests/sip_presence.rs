@@ -241,3 +241,25 @@ async fn subscriptions_per_user_are_capped() {
         Some("resource-constraint")
     );
 }
+
+#[tokio::test]
+async fn a_403_from_the_sip_side_is_forbidden() {
+    let peer_port = free_port().await;
+    let gw = gateway_server(peer_port, SipMessageFormat::Cpim).await;
+    let peer = RawPeer::bind(peer_port).await;
+    let mut alice = online(&gw.server, "alice", "phone").await;
+    alice
+        .send(&format!(
+            "<presence to='{BOB}' type='subscribe' id='s403'/>"
+        ))
+        .await;
+    let (sub, from) = peer.recv_msg().await;
+    assert_eq!(sub.header("Event"), Some("presence"));
+    assert_eq!(sub.header("Accept"), Some("application/pidf+xml"));
+    peer.answer(&sub, 403, from).await;
+    let err = alice
+        .recv_until(|e| e.name() == "presence" && e.attr("type") == Some("error"))
+        .await;
+    assert_eq!(err.attr("id"), Some("s403"));
+    assert_eq!(stanza_error_condition(&err).as_deref(), Some("forbidden"));
+}

@@ -252,7 +252,12 @@ impl RawPeer {
 
     /// Answers a request 200 OK.
     pub async fn ok(&self, req: &starling_sipgw::sip::SipMessage, to: SocketAddr) {
-        let r = req.response(200, "OK", Some("peer"));
+        self.answer(req, 200, to).await;
+    }
+
+    /// Answers a request with `code`.
+    pub async fn answer(&self, req: &starling_sipgw::sip::SipMessage, code: u16, to: SocketAddr) {
+        let r = req.response(code, starling_sipgw::sip::reason(code), Some("peer"));
         self.socket.send_to(&r.to_bytes(), to).await.unwrap();
     }
 }
