@@ -54,6 +54,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Federation with other servers (RFC 6120 server-to-server streams), off by default.
     pub s2s: S2sConfig,
+    /// The SIP/SIMPLE gateway (RFC 3922), off by default.
+    pub sip: SipConfig,
 }
 
 impl Default for Config {
@@ -94,6 +96,7 @@ impl Default for Config {
             muc: MucConfig::default(),
             http: HttpConfig::default(),
             s2s: S2sConfig::default(),
+            sip: SipConfig::default(),
         }
     }
 }
@@ -524,6 +527,114 @@ pub struct ExternalService {
 
 fn default_credential_ttl() -> u64 {
     86_400
+}
+
+/// `[sip]`: the SIP/SIMPLE gateway (RFC 3922). SIP user agents reach XMPP users as
+/// `sip:user@<host>`; XMPP users reach SIP users as `user%sipdomain@<domain>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Run the gateway. Off by default (DESIGN "Security defaults").
+    pub enabled: bool,
+    /// The XMPP domain the gateway serves (where `user%sipdomain@...` JIDs live). Absent:
+    /// `sip.` followed by the first of `server.hosts`.
+    pub domain: Option<String>,
+    /// Address and port for SIP over both UDP and TCP. Loopback by default.
+    pub listen: SocketAddr,
+    /// Host (and port) put in the gateway's Contact headers. Absent: the listen address.
+    pub contact_host: Option<String>,
+    /// Where requests for each SIP domain go (static routes; no DNS). Requests are only
+    /// accepted from the IP addresses of these routes.
+    #[serde(rename = "route")]
+    pub routes: Vec<SipRoute>,
+    /// How messages to SIP users are carried: `cpim` (Message/CPIM, RFC 3922 §4) or `text`
+    /// (text/plain with a SIP Subject header, RFC 7572).
+    pub message_format: SipMessageFormat,
+    /// Largest SIP message accepted or sent, in bytes (headers and body).
+    pub max_message_bytes: usize,
+    /// Largest request sent or accepted over UDP (RFC 3428 §5: 1300). A larger MESSAGE that
+    /// arrives over UDP is answered 513; a larger request we send goes over TCP.
+    pub udp_max_bytes: usize,
+    /// Most SIP transactions (client and server) open at once; beyond it requests get 503.
+    pub max_transactions: usize,
+    /// Most presence subscriptions (both directions) the gateway keeps.
+    pub max_subscriptions: usize,
+    /// Most presence subscriptions one XMPP user may have through the gateway.
+    pub max_subscriptions_per_user: usize,
+    /// Expires (seconds) asked for and granted on SUBSCRIBE; refreshed before it runs out.
+    pub subscription_expires_secs: u32,
+    /// Most TCP connections (inbound and outbound together).
+    pub max_tcp_connections: usize,
+    /// Requests accepted from one IP address per second (burst of the same size).
+    pub max_requests_per_ip_per_sec: u32,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            enabled: false,
+            domain: None,
+            listen: "127.0.0.1:5060".parse().expect("static address"),
+            contact_host: None,
+            routes: Vec::new(),
+            message_format: SipMessageFormat::Cpim,
+            max_message_bytes: 64 * 1024,
+            udp_max_bytes: 1300,
+            max_transactions: 1024,
+            max_subscriptions: 10_000,
+            max_subscriptions_per_user: 100,
+            subscription_expires_secs: 3600,
+            max_tcp_connections: 256,
+            max_requests_per_ip_per_sec: 100,
+        }
+    }
+}
+
+impl SipConfig {
+    /// The gateway's XMPP domain: the configured one or `sip.<first host>`.
+    pub fn gateway_domain(&self, server: &ServerConfig) -> String {
+        match &self.domain {
+            Some(d) => d.clone(),
+            None => format!(
+                "sip.{}",
+                server.hosts.first().map_or("localhost", String::as_str)
+            ),
+        }
+    }
+}
+
+/// One `[[sip.route]]`: a SIP domain and the address its requests go to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipRoute {
+    /// The SIP domain, e.g. `sip.example.org` (host part of `sip:user@host`).
+    pub domain: String,
+    /// Where its proxy or user agent listens.
+    pub address: SocketAddr,
+    /// `udp` or `tcp`.
+    #[serde(default)]
+    pub transport: SipTransport,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SipTransport {
+    /// UDP (requests above `udp_max_bytes` go over TCP).
+    #[default]
+    Udp,
+    /// TCP.
+    Tcp,
+}
+
+/// How the gateway writes MESSAGE bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SipMessageFormat {
+    /// `Message/CPIM` around `text/plain` (RFC 3922 §4).
+    Cpim,
+    /// Plain `text/plain`, subject in a SIP `Subject` header (RFC 7572).
+    Text,
 }
 
 /// `[s2s]`: federation with other servers (RFC 6120 §4–§6 for server streams, XEP-0220
@@ -1111,6 +1222,54 @@ impl Config {
                 ),
             }
         }
+        let sip = &self.sip;
+        for (key, value, min, max) in [
+            (
+                "max_message_bytes",
+                sip.max_message_bytes,
+                1024,
+                16 * 1024 * 1024,
+            ),
+            ("udp_max_bytes", sip.udp_max_bytes, 500, 65_000),
+            ("max_transactions", sip.max_transactions, 1, 1_000_000),
+            ("max_subscriptions", sip.max_subscriptions, 1, 10_000_000),
+            (
+                "max_subscriptions_per_user",
+                sip.max_subscriptions_per_user,
+                1,
+                100_000,
+            ),
+            (
+                "subscription_expires_secs",
+                sip.subscription_expires_secs as usize,
+                60,
+                86_400,
+            ),
+            ("max_tcp_connections", sip.max_tcp_connections, 1, 100_000),
+            (
+                "max_requests_per_ip_per_sec",
+                sip.max_requests_per_ip_per_sec as usize,
+                1,
+                1_000_000,
+            ),
+        ] {
+            if value < min || value > max {
+                problem(
+                    key,
+                    format!("sip.{key} = {value} is out of range ({min}..={max})"),
+                );
+            }
+        }
+        if sip.enabled {
+            let domain = sip.gateway_domain(&self.server);
+            match starling_proto::jid::Jid::parse(&domain) {
+                Ok(j) if j.is_bare() && j.node().is_none() && !self.is_local_host(&domain) => {}
+                _ => problem(
+                    "domain",
+                    format!("sip.domain '{domain}' must be a domain name that is not a user host"),
+                ),
+            }
+        }
         if self.mam.retention_days > 36_500 {
             problem(
                 "retention_days",
@@ -1311,6 +1470,21 @@ mod tests {
         assert_eq!(c.s2s.routes[0].domain, "b.test");
         assert!(!c.s2s.routes[0].direct_tls);
         let bad = "[s2s]\nqueue_size = 0\n[[s2s.route]]\ndomain = \"localhost\"\naddress = \"127.0.0.1:1\"\n";
+        let problems = Config::from_toml(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn sip_section() {
+        let c = Config::from_toml("").unwrap();
+        assert!(!c.sip.enabled);
+        assert!(c.sip.listen.ip().is_loopback());
+        assert_eq!(c.sip.gateway_domain(&c.server), "sip.localhost");
+        let text = "[sip]\nenabled = true\nlisten = \"127.0.0.1:5070\"\nmessage_format = \"text\"\n\n[[sip.route]]\ndomain = \"sip.example\"\naddress = \"127.0.0.1:5080\"\ntransport = \"tcp\"\n";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.sip.routes[0].transport, SipTransport::Tcp);
+        assert_eq!(c.sip.message_format, SipMessageFormat::Text);
+        let bad = "[sip]\nenabled = true\ndomain = \"localhost\"\nudp_max_bytes = 10\n";
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
     }

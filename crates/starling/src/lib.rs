@@ -28,6 +28,8 @@ pub struct Running {
     pub http: starling_http::HttpListeners,
     /// Federation (listeners and outbound pool), when `[s2s] enabled`.
     pub s2s: Option<starling_s2s::S2s>,
+    /// The SIP gateway's UDP/TCP address, when `[sip] enabled`.
+    pub sip: Option<std::net::SocketAddr>,
 }
 
 /// Why the server could not start.
@@ -128,7 +130,20 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(u) = &upload {
         modules.push(u.clone());
     }
+    // The SIP/SIMPLE gateway (RFC 3922) serves its own domain; its sockets open below.
+    let gateway = if config.sip.enabled {
+        let g = starling_sipgw::Gateway::new(&config)
+            .map_err(|e| StartError::Modules(e.to_string()))?;
+        modules.push(g.clone());
+        Some(g)
+    } else {
+        None
+    };
     let server = Server::new(Arc::new(config), storage, modules).map_err(StartError::Modules)?;
+    let sip = match &gateway {
+        Some(g) => Some(g.start(server.clone()).await?),
+        None => None,
+    };
     let tls_config = tls.config.clone();
     let listeners = starling_c2s::start_listeners(server.clone(), tls).await?;
     let component_listener = match components {
@@ -159,6 +174,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         upload,
         http,
         s2s,
+        sip,
     })
 }
 
