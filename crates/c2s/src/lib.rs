@@ -5,12 +5,14 @@
 //! What lives where: [`listener`] accepts and enforces connection caps; [`negotiate`] is the
 //! pre-bind state machine (stream headers, features, STARTTLS, SASL, bind), calling on
 //! `register` for in-band registration (XEP-0077); [`session`] is the bound session loop
-//! (from-stamping, IQ checks, outbound queue, timeouts, shutdown).
+//! (from-stamping, IQ checks, outbound queue, timeouts, shutdown); `throttle` delays
+//! repeated failed logins per address and per account.
 
 pub mod listener;
 mod negotiate;
 mod register;
 mod session;
+mod throttle;
 pub mod tls;
 mod transport;
 

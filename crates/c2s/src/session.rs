@@ -54,6 +54,16 @@ pub(crate) async fn run(
         handle,
         mut inbox,
     } = bound;
+    let lim = &server.config().limits;
+    stream.set_rate_limits(
+        starling_stream::RateLimits::from_config(
+            lim.session_bytes_per_sec,
+            lim.session_bytes_burst,
+            lim.session_stanzas_per_sec,
+            lim.session_stanzas_burst,
+        ),
+        format!("{peer} {jid}"),
+    );
     server.session_event(SessionEvent::Bound(jid.clone())).await;
     let idle = Duration::from_secs(server.config().c2s.idle_timeout_secs);
     let shutdown = server.shutdown_token().clone();
