@@ -3,7 +3,8 @@
 //!
 //! The per-stream cap in [`crate::negotiate`] (a few failures, then `policy-violation`) does
 //! not stop a client that reconnects. This table remembers failures across connections:
-//! after `auth_failures_free` failures within `auth_failure_window_secs`, every further
+//! after `auth_address_failures_free` failures from an address, or
+//! `auth_account_failures_free` for an account, within `auth_failure_window_secs`, every further
 //! attempt waits before it is checked — `auth_failure_delay_ms`, doubled per failure, at
 //! most `auth_failure_max_delay_ms` — whether it then succeeds or not, so the delay does not
 //! tell a guesser early that a guess was wrong.
@@ -38,7 +39,8 @@ pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// The configured policy, copied from `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
-    free: u32,
+    free_address: u32,
+    free_account: u32,
     base: Duration,
     max: Duration,
     window: Duration,
@@ -47,19 +49,20 @@ pub(crate) struct Policy {
 impl Policy {
     pub(crate) fn from_config(l: &LimitsConfig) -> Policy {
         Policy {
-            free: l.auth_failures_free,
+            free_address: l.auth_address_failures_free,
+            free_account: l.auth_account_failures_free,
             base: Duration::from_millis(l.auth_failure_delay_ms),
             max: Duration::from_millis(l.auth_failure_max_delay_ms),
             window: Duration::from_secs(l.auth_failure_window_secs),
         }
     }
 
-    /// The delay after `failures` failures.
-    fn delay(&self, failures: u32) -> Duration {
-        if failures == 0 || failures < self.free {
+    /// The delay after `failures` failures when `free` of them are free.
+    fn delay(&self, failures: u32, free: u32) -> Duration {
+        if failures == 0 || failures < free {
             return Duration::ZERO;
         }
-        let doublings = (failures - self.free.max(1)).min(20);
+        let doublings = (failures - free.max(1)).min(20);
         self.base.saturating_mul(1 << doublings).min(self.max)
     }
 }
@@ -150,7 +153,7 @@ impl AuthThrottle {
         let Some(entry) = live(&mut map, &address_key(ip), policy, now) else {
             return Turn::Wait(Duration::ZERO);
         };
-        let delay = policy.delay(entry.failures);
+        let delay = policy.delay(entry.failures, policy.free_address);
         if delay.is_zero() {
             return Turn::Wait(Duration::ZERO);
         }
@@ -167,7 +170,7 @@ impl AuthThrottle {
         let now = Instant::now();
         let mut map = self.accounts.lock();
         live(&mut map, &account.to_owned(), policy, now)
-            .map_or(Duration::ZERO, |e| policy.delay(e.failures))
+            .map_or(Duration::ZERO, |e| policy.delay(e.failures, policy.free_account))
     }
 
     /// Records a failed attempt from `ip`, and for `account` when the username was known.
@@ -175,13 +178,16 @@ impl AuthThrottle {
     pub(crate) fn failed(&self, ip: IpAddr, account: Option<&str>, policy: &Policy) -> (u32, u32) {
         let by_ip = record(&mut self.addresses.lock(), address_key(ip), policy);
         let by_account = account.map_or(0, |a| record(&mut self.accounts.lock(), a.to_owned(), policy));
-        if by_ip > policy.free || by_account > policy.free {
+        let next_delay = policy
+            .delay(by_ip, policy.free_address)
+            .max(policy.delay(by_account, policy.free_account));
+        if !next_delay.is_zero() {
             tracing::warn!(
                 address = %address_key(ip),
                 account = account.unwrap_or("-"),
                 failures_from_address = by_ip,
                 failures_for_account = by_account,
-                next_delay_ms = policy.delay(by_ip.max(by_account)).as_millis() as u64,
+                next_delay_ms = next_delay.as_millis() as u64,
                 "repeated authentication failures; delaying further attempts"
             );
         }
@@ -205,7 +211,8 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            free: 2,
+            free_address: 2,
+            free_account: 3,
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             window: Duration::from_secs(60),
@@ -217,11 +224,10 @@ mod tests {
     #[test]
     fn delays_start_after_the_free_failures_and_double_up_to_the_maximum() {
         let p = policy();
-        let d: Vec<_> = (0..9).map(|n| p.delay(n).as_millis()).collect();
+        let d: Vec<_> = (0..9).map(|n| p.delay(n, 2).as_millis()).collect();
         assert_eq!(d, vec![0, 0, 100, 200, 400, 800, 1000, 1000, 1000]);
-        let none = Policy { free: 0, ..p };
-        assert_eq!(none.delay(0), Duration::ZERO);
-        assert_eq!(none.delay(1), Duration::from_millis(100));
+        assert_eq!(p.delay(0, 0), Duration::ZERO);
+        assert_eq!(p.delay(1, 0), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]
@@ -251,7 +257,7 @@ mod tests {
     async fn account_delays_do_not_queue_and_success_forgets_them() {
         let t = AuthThrottle::default();
         let p = policy();
-        for _ in 0..3 {
+        for _ in 0..4 {
             t.failed(IP, Some("alice@localhost"), &p);
         }
         for _ in 0..5 {

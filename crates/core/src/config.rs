@@ -274,9 +274,13 @@ pub struct LimitsConfig {
     pub session_stanzas_per_sec: u64,
     /// Bucket size for `session_stanzas_per_sec`.
     pub session_stanzas_burst: u64,
-    /// Failed logins from one IP address (one /64 for IPv6), or for one account, within
-    /// `auth_failure_window_secs` before further attempts are delayed.
-    pub auth_failures_free: u32,
+    /// Failed logins from one IP address (one /64 for IPv6) within
+    /// `auth_failure_window_secs` before further attempts from it are delayed. Higher than
+    /// the per-account count: many users may share an address (NAT).
+    pub auth_address_failures_free: u32,
+    /// Failed logins for one account within `auth_failure_window_secs` before further
+    /// attempts for it are delayed.
+    pub auth_account_failures_free: u32,
     /// The first delay, in milliseconds; each further failure doubles it.
     pub auth_failure_delay_ms: u64,
     /// The longest delay, in milliseconds.
@@ -291,11 +295,12 @@ impl Default for LimitsConfig {
             roster_max_items: 1000,
             offline_quota: 1000,
             vcard_max_bytes: 64 * 1024,
-            session_bytes_per_sec: 256 * 1024,
-            session_bytes_burst: 1024 * 1024,
+            session_bytes_per_sec: 1024 * 1024,
+            session_bytes_burst: 4 * 1024 * 1024,
             session_stanzas_per_sec: 200,
             session_stanzas_burst: 1000,
-            auth_failures_free: 3,
+            auth_address_failures_free: 20,
+            auth_account_failures_free: 5,
             auth_failure_delay_ms: 1000,
             auth_failure_max_delay_ms: 16_000,
             auth_failure_window_secs: 900,
@@ -581,8 +586,14 @@ impl Config {
             ("session_stanzas_per_sec", lim.session_stanzas_per_sec, 0, 1 << 30),
             ("session_stanzas_burst", lim.session_stanzas_burst, 1, 1 << 30),
             (
-                "auth_failures_free",
-                u64::from(lim.auth_failures_free),
+                "auth_address_failures_free",
+                u64::from(lim.auth_address_failures_free),
+                0,
+                1_000_000,
+            ),
+            (
+                "auth_account_failures_free",
+                u64::from(lim.auth_account_failures_free),
                 0,
                 1_000_000,
             ),
@@ -755,7 +766,8 @@ mod tests {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.c2s.max_elements, 4096);
         assert_eq!(c.limits.session_stanzas_per_sec, 200);
-        assert_eq!(c.limits.auth_failures_free, 3);
+        assert_eq!(c.limits.auth_address_failures_free, 20);
+        assert_eq!(c.limits.auth_account_failures_free, 5);
         let text = "[limits]
 session_bytes_per_sec = 0
 session_stanzas_per_sec = 0
