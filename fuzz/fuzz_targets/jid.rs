@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
         let bare = j.bare();
         assert!(bare.is_bare());
         assert_eq!(Jid::parse(bare.as_str()).expect("bare parses"), bare);
-        assert_eq!(Jid::new(j.node(), j.domain(), j.resource()).expect("parts rebuild"), j);
+        assert_eq!(
+            Jid::new(j.node(), j.domain(), j.resource()).expect("parts rebuild"),
+            j
+        );
         assert!(j.as_str().len() <= 3071 + 2, "RFC 7622 §3.1 length bounds");
     }
     for prep in [prep_localpart, prep_resource, prep_domain] {

@@ -45,7 +45,11 @@ fn handle(mut el: starling_proto::Element) {
     let Some(kind) = stanza::kind(&el) else {
         return;
     };
-    let _ = (stanza::iq_type(&el), stanza::message_type(&el), stanza::presence_type(&el));
+    let _ = (
+        stanza::iq_type(&el),
+        stanza::message_type(&el),
+        stanza::presence_type(&el),
+    );
     if let Some(from) = el.attr("from") {
         let _ = Jid::parse(from);
     }

@@ -220,7 +220,9 @@ impl Conn {
     /// so a test can play several client IP addresses against per-IP limits.
     pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Conn {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new(local, 0)).expect("bind local address");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind local address");
         let tcp = socket.connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
         Conn::from_tcp(tcp)

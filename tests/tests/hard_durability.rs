@@ -206,7 +206,11 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     // and then 1 s of silence (duplicates or unacknowledged stragglers would show there).
     loop {
         let all = acked.iter().all(|i| seen.contains_key(i));
-        let wait = if all { Duration::from_secs(1) } else { STEP_TIMEOUT };
+        let wait = if all {
+            Duration::from_secs(1)
+        } else {
+            STEP_TIMEOUT
+        };
         let ev = tokio::time::timeout(wait, bob.recv_until(is_message)).await;
         let Ok(m) = ev else {
             assert!(all, "not every acknowledged message arrived");
@@ -247,7 +251,10 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
             "message m{i} in alice's archive exactly once"
         );
     }
-    assert!(counts.values().all(|n| *n == 1), "no duplicates in the archive");
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no duplicates in the archive"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

@@ -104,7 +104,10 @@ async fn slowloris_and_connection_flood_from_one_address_do_not_stop_normal_user
     let mut timed_out = 0;
     while let Some(r) = slow.join_next().await {
         let raw = r.unwrap();
-        assert!(raw.contains("<connection-timeout"), "slowloris answer: {raw}");
+        assert!(
+            raw.contains("<connection-timeout"),
+            "slowloris answer: {raw}"
+        );
         assert!(raw.trim_end().ends_with("</stream:stream>"), "{raw}");
         timed_out += 1;
     }
@@ -128,7 +131,9 @@ async fn a_stanza_flood_is_paced_and_nothing_is_lost() {
     let mut w = Witnesses::login(&server).await;
     let mut mallory = hard_support::fresh_user(&server, "mallory").await;
     let pings: String = (0..110)
-        .map(|i| format!("<iq type='get' id='p{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"))
+        .map(|i| {
+            format!("<iq type='get' id='p{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        })
         .collect();
     let started = Instant::now();
     mallory.send(&pings).await;
@@ -144,7 +149,10 @@ async fn a_stanza_flood_is_paced_and_nothing_is_lost() {
     let took = started.elapsed();
     // A burst of 10, then 100 more at 50 per second: about 2 s.
     assert!(took >= Duration::from_millis(1800), "paced: {took:?}");
-    assert!(witness_time < Duration::from_secs(1), "witnesses took {witness_time:?}");
+    assert!(
+        witness_time < Duration::from_secs(1),
+        "witnesses took {witness_time:?}"
+    );
     mallory.ping_server().await;
     w.chat("after").await;
     server.assert_still_serves().await;
@@ -163,7 +171,9 @@ async fn a_byte_flood_is_paced_and_nothing_is_lost() {
     let mut victim = hard_support::fresh_user(&server, "victim").await;
     let body = "x".repeat(16 * 1024);
     let flood: String = (0..10)
-        .map(|i| format!("<message to='victim@localhost/r' id='b{i}'><body>{body}</body></message>"))
+        .map(|i| {
+            format!("<message to='victim@localhost/r' id='b{i}'><body>{body}</body></message>")
+        })
         .collect();
     let started = Instant::now();
     mallory.send(&flood).await;
@@ -171,7 +181,10 @@ async fn a_byte_flood_is_paced_and_nothing_is_lost() {
     for i in 0..10 {
         let m = victim.recv_until(|e| e.name() == "message").await;
         assert_eq!(m.attr("id"), Some(&*format!("b{i}")));
-        assert_eq!(m.get_child("body", "jabber:client").unwrap().text().len(), body.len());
+        assert_eq!(
+            m.get_child("body", "jabber:client").unwrap().text().len(),
+            body.len()
+        );
     }
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1300), "paced: {took:?}");
@@ -203,7 +216,11 @@ async fn a_presence_flood_is_paced_and_the_last_presence_arrives() {
         let status = p.get_child("status", "jabber:client").map(|s| s.text());
         assert_eq!(status, Some(format!("s{i}")));
     }
-    assert!(started.elapsed() >= Duration::from_millis(1100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
     w.chat("after").await;
     server.assert_still_serves().await;
 }
@@ -233,7 +250,11 @@ async fn subscription_spam_stops_at_the_roster_limit() {
         .await;
     let items: Vec<String> = roster
         .get_child("query", "jabber:iq:roster")
-        .map(|q| q.children().filter_map(|i| i.attr("jid").map(str::to_owned)).collect())
+        .map(|q| {
+            q.children()
+                .filter_map(|i| i.attr("jid").map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(items.len(), 10, "{items:?}");
     // An accepted request is redelivered when its target comes online; a refused one is not.

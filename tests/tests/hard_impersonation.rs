@@ -40,7 +40,10 @@ async fn spoofed_from_in_every_shape_is_invalid_from() {
     }
     // Repeating one's own full or bare JID is allowed.
     let mut mallory = server.login("mallory", "pw", "ok").await;
-    for (i, from) in ["mallory@localhost/ok", "mallory@localhost"].into_iter().enumerate() {
+    for (i, from) in ["mallory@localhost/ok", "mallory@localhost"]
+        .into_iter()
+        .enumerate()
+    {
         mallory
             .send(&format!(
                 "<message from='{from}' to='victim@localhost/r' id='own{i}'><body>x</body></message>"
@@ -49,7 +52,11 @@ async fn spoofed_from_in_every_shape_is_invalid_from() {
         let got = victim
             .recv_until(|e| e.name() == "message" && e.attr("id") == Some(&*format!("own{i}")))
             .await;
-        assert_eq!(got.attr("from"), Some("mallory@localhost/ok"), "stamped full JID");
+        assert_eq!(
+            got.attr("from"),
+            Some("mallory@localhost/ok"),
+            "stamped full JID"
+        );
     }
     victim
         .expect_none(Duration::from_millis(300), |e| {

@@ -96,7 +96,11 @@ async fn malformed_scram_messages_get_malformed_request() {
         "p=tls-unique,,n=alice,r=", // binding on a non-PLUS mechanism
     ] {
         let mut c = ready(&server).await;
-        let input = if bad_first.is_empty() { "=".to_owned() } else { b64(bad_first.as_bytes()) };
+        let input = if bad_first.is_empty() {
+            "=".to_owned()
+        } else {
+            b64(bad_first.as_bytes())
+        };
         let answer = c.auth_raw("SCRAM-SHA-256", &input).await;
         assert_eq!(answer.name(), "failure", "{bad_first}: {answer:?}");
         assert_eq!(sasl_condition(&answer), "malformed-request", "{bad_first}");
@@ -107,11 +111,17 @@ async fn malformed_scram_messages_get_malformed_request() {
     let server_first = String::from_utf8(unb64(&ch.text())).unwrap();
     let nonce = server_first.split(',').next().unwrap();
     let short = format!("c=biws,{nonce},p={}", b64(b"short"));
-    assert_eq!(sasl_condition(&respond(&mut c, short.as_bytes()).await), "malformed-request");
+    assert_eq!(
+        sasl_condition(&respond(&mut c, short.as_bytes()).await),
+        "malformed-request"
+    );
     let mut c = ready(&server).await;
     c.auth_raw("SCRAM-SHA-256", &b64(b"n,,n=alice,r=abc")).await;
     let forged = format!("c=biws,r=abcforged,p={}", b64(&[0u8; 32]));
-    assert_eq!(sasl_condition(&respond(&mut c, forged.as_bytes()).await), "not-authorized");
+    assert_eq!(
+        sasl_condition(&respond(&mut c, forged.as_bytes()).await),
+        "not-authorized"
+    );
     w.chat("after").await;
     server.assert_still_serves().await;
 }
@@ -182,16 +192,33 @@ async fn repeated_failures_from_one_address_are_progressively_delayed() {
     for _ in 0..2 {
         let mut c = ready_from(&server, guesser).await;
         let t = Instant::now();
-        assert_eq!(c.scram(ScramHash::Sha256, false, "alice", "guess").await.unwrap_err(), "not-authorized");
-        assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+        assert_eq!(
+            c.scram(ScramHash::Sha256, false, "alice", "guess")
+                .await
+                .unwrap_err(),
+            "not-authorized"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
     }
     // Then 300 ms, 600 ms (doubling) before each attempt is even checked.
     for expect in [300, 600] {
         let mut c = ready_from(&server, guesser).await;
         let t = Instant::now();
-        assert_eq!(c.scram(ScramHash::Sha256, false, "alice", "guess").await.unwrap_err(), "not-authorized");
+        assert_eq!(
+            c.scram(ScramHash::Sha256, false, "alice", "guess")
+                .await
+                .unwrap_err(),
+            "not-authorized"
+        );
         let took = t.elapsed();
-        assert!(took >= Duration::from_millis(expect), "{took:?} < {expect} ms");
+        assert!(
+            took >= Duration::from_millis(expect),
+            "{took:?} < {expect} ms"
+        );
         assert!(took < Duration::from_millis(expect + 1000), "{took:?}");
     }
     // Attempts from the address wait in turn: while one waits the maximum delay (1200 ms),
@@ -207,14 +234,29 @@ async fn repeated_failures_from_one_address_are_progressively_delayed() {
         (r, t.elapsed())
     });
     assert_eq!(ra.unwrap_err(), "not-authorized");
-    assert!(t.elapsed() >= Duration::from_millis(1200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(busy.0.unwrap_err(), "temporary-auth-failure");
-    assert!(busy.1 < Duration::from_millis(600), "refused at once: {:?}", busy.1);
+    assert!(
+        busy.1 < Duration::from_millis(600),
+        "refused at once: {:?}",
+        busy.1
+    );
     // Another address is not delayed, and the account's owner logs in from it.
     let t = Instant::now();
     let mut owner = ready_from(&server, loopback(4)).await;
-    owner.scram(ScramHash::Sha256, false, "alice", "secret").await.expect("owner logs in");
-    assert!(t.elapsed() < Duration::from_millis(1000), "{:?}", t.elapsed());
+    owner
+        .scram(ScramHash::Sha256, false, "alice", "secret")
+        .await
+        .expect("owner logs in");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
     w.chat("after").await;
     server.assert_still_serves().await;
 }
@@ -237,27 +279,55 @@ async fn repeated_failures_for_one_account_are_delayed_from_any_address() {
     for i in 0..2 {
         let mut c = ready_from(&server, loopback(10 + i)).await;
         let t = Instant::now();
-        assert_eq!(c.scram(ScramHash::Sha256, false, "alice", "guess").await.unwrap_err(), "not-authorized");
+        assert_eq!(
+            c.scram(ScramHash::Sha256, false, "alice", "guess")
+                .await
+                .unwrap_err(),
+            "not-authorized"
+        );
         assert!(t.elapsed() < Duration::from_millis(500));
     }
     let mut c = ready_from(&server, loopback(20)).await;
     let t = Instant::now();
-    assert_eq!(c.scram(ScramHash::Sha256, false, "alice", "guess").await.unwrap_err(), "not-authorized");
-    assert!(t.elapsed() >= Duration::from_millis(500), "{:?}", t.elapsed());
+    assert_eq!(
+        c.scram(ScramHash::Sha256, false, "alice", "guess")
+            .await
+            .unwrap_err(),
+        "not-authorized"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     // Bob's login from the same address is not delayed.
     let mut c = ready_from(&server, loopback(20)).await;
     let t = Instant::now();
-    c.scram(ScramHash::Sha256, false, "bob", "secret").await.expect("bob");
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    c.scram(ScramHash::Sha256, false, "bob", "secret")
+        .await
+        .expect("bob");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     // The owner is delayed, not locked out; the success resets the account.
     let mut c = ready_from(&server, loopback(21)).await;
     let t = Instant::now();
-    c.scram(ScramHash::Sha256, false, "alice", "secret").await.expect("owner");
+    c.scram(ScramHash::Sha256, false, "alice", "secret")
+        .await
+        .expect("owner");
     assert!(t.elapsed() >= Duration::from_millis(500));
     let mut c = ready_from(&server, loopback(22)).await;
     let t = Instant::now();
-    c.scram(ScramHash::Sha256, false, "alice", "secret").await.expect("owner again");
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    c.scram(ScramHash::Sha256, false, "alice", "secret")
+        .await
+        .expect("owner again");
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     w.chat("after").await;
     server.assert_still_serves().await;
 }

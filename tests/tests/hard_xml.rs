@@ -100,7 +100,10 @@ async fn namespace_tricks_on_stanzas() {
         .recv_until(|e| e.name() == "message" && e.attr("id") == Some("pfx"))
         .await;
     assert_eq!(got.attr("from"), Some("mallory@localhost/r"), "stamped");
-    assert_eq!(got.get_child("body", "jabber:client").unwrap().text(), "prefixed");
+    assert_eq!(
+        got.get_child("body", "jabber:client").unwrap().text(),
+        "prefixed"
+    );
     mallory
         .send("<message xmlns='jabber:server' from='localhost' to='victim@localhost/r'/>")
         .await;
@@ -111,7 +114,11 @@ async fn namespace_tricks_on_stanzas() {
         "bad-namespace-prefix",
     )
     .await;
-    victim.expect_none(std::time::Duration::from_millis(300), |e| e.name() == "message").await;
+    victim
+        .expect_none(std::time::Duration::from_millis(300), |e| {
+            e.name() == "message"
+        })
+        .await;
     w.chat("after").await;
     server.assert_still_serves().await;
 }
@@ -143,7 +150,10 @@ async fn an_unclosed_stream_cut_mid_stanza_loses_nothing() {
     let m = again
         .recv_until(|e| e.name() == "message" && e.attr("id") == Some("later"))
         .await;
-    assert_eq!(m.get_child("body", "jabber:client").unwrap().text(), "after");
+    assert_eq!(
+        m.get_child("body", "jabber:client").unwrap().text(),
+        "after"
+    );
     w.chat("after").await;
     server.assert_still_serves().await;
 }

@@ -169,15 +169,18 @@ impl AuthThrottle {
     pub(crate) fn account_delay(&self, account: &str, policy: &Policy) -> Duration {
         let now = Instant::now();
         let mut map = self.accounts.lock();
-        live(&mut map, &account.to_owned(), policy, now)
-            .map_or(Duration::ZERO, |e| policy.delay(e.failures, policy.free_account))
+        live(&mut map, &account.to_owned(), policy, now).map_or(Duration::ZERO, |e| {
+            policy.delay(e.failures, policy.free_account)
+        })
     }
 
     /// Records a failed attempt from `ip`, and for `account` when the username was known.
     /// Returns the failure counts (address, account) after it.
     pub(crate) fn failed(&self, ip: IpAddr, account: Option<&str>, policy: &Policy) -> (u32, u32) {
         let by_ip = record(&mut self.addresses.lock(), address_key(ip), policy);
-        let by_account = account.map_or(0, |a| record(&mut self.accounts.lock(), a.to_owned(), policy));
+        let by_account = account.map_or(0, |a| {
+            record(&mut self.accounts.lock(), a.to_owned(), policy)
+        });
         let next_delay = policy
             .delay(by_ip, policy.free_address)
             .max(policy.delay(by_account, policy.free_account));
@@ -242,7 +245,11 @@ mod tests {
         let ms = |n| Turn::Wait(Duration::from_millis(n));
         assert_eq!(&waits[..3], &[ms(100), ms(200), ms(300)]);
         assert_eq!(waits[9], ms(1000));
-        assert_eq!(t.address_turn(IP, &p), Turn::Busy, "queue longer than the max");
+        assert_eq!(
+            t.address_turn(IP, &p),
+            Turn::Busy,
+            "queue longer than the max"
+        );
         // Another address is not affected; an IPv6 /64 is one key.
         let other: IpAddr = "192.0.2.2".parse().unwrap();
         assert_eq!(t.address_turn(other, &p), Turn::Wait(Duration::ZERO));

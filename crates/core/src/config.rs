@@ -581,10 +581,25 @@ impl Config {
                 1024,
                 16 * 1024 * 1024,
             ),
-            ("session_bytes_per_sec", lim.session_bytes_per_sec, 0, 1 << 40),
+            (
+                "session_bytes_per_sec",
+                lim.session_bytes_per_sec,
+                0,
+                1 << 40,
+            ),
             ("session_bytes_burst", lim.session_bytes_burst, 1, 1 << 40),
-            ("session_stanzas_per_sec", lim.session_stanzas_per_sec, 0, 1 << 30),
-            ("session_stanzas_burst", lim.session_stanzas_burst, 1, 1 << 30),
+            (
+                "session_stanzas_per_sec",
+                lim.session_stanzas_per_sec,
+                0,
+                1 << 30,
+            ),
+            (
+                "session_stanzas_burst",
+                lim.session_stanzas_burst,
+                1,
+                1 << 30,
+            ),
             (
                 "auth_address_failures_free",
                 u64::from(lim.auth_address_failures_free),
@@ -597,14 +612,24 @@ impl Config {
                 0,
                 1_000_000,
             ),
-            ("auth_failure_delay_ms", lim.auth_failure_delay_ms, 1, 600_000),
+            (
+                "auth_failure_delay_ms",
+                lim.auth_failure_delay_ms,
+                1,
+                600_000,
+            ),
             (
                 "auth_failure_max_delay_ms",
                 lim.auth_failure_max_delay_ms,
                 lim.auth_failure_delay_ms,
                 600_000,
             ),
-            ("auth_failure_window_secs", lim.auth_failure_window_secs, 1, 86_400 * 30),
+            (
+                "auth_failure_window_secs",
+                lim.auth_failure_window_secs,
+                1,
+                86_400 * 30,
+            ),
         ];
         for (key, value, min, max) in user_limits {
             if value < min || value > max {

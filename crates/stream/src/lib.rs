@@ -258,7 +258,10 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         theirs.write_all(input.as_bytes()).await.unwrap();
         let start = Instant::now();
-        assert!(matches!(stream.next_event().await, Ok(StreamEvent::Open(_))));
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
         for i in 0..25 {
             match stream.next_event().await {
                 Ok(StreamEvent::Stanza(el)) => assert_eq!(el.attr("id"), Some(&*format!("m{i}"))),
@@ -286,8 +289,14 @@ mod tests {
         use tokio::io::AsyncWriteExt;
         theirs.write_all(input.as_bytes()).await.unwrap();
         let start = Instant::now();
-        assert!(matches!(stream.next_event().await, Ok(StreamEvent::Open(_))));
-        assert!(matches!(stream.next_event().await, Ok(StreamEvent::Stanza(_))));
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Stanza(_))
+        ));
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(2900), "{took:?}");
         assert!(took <= Duration::from_millis(4500), "{took:?}");

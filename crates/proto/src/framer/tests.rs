@@ -645,7 +645,10 @@ fn many_small_children_hit_the_element_limit_long_before_the_size_limit() {
     let mut f = Framer::new(Limits::default());
     let (e, fed) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
     assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
-    assert!(e.text.as_deref().unwrap().contains("4096 elements"), "{e:?}");
+    assert!(
+        e.text.as_deref().unwrap().contains("4096 elements"),
+        "{e:?}"
+    );
     assert!(fed <= 4096 * 4 + 2 * 4096, "failed only after {fed} bytes");
     assert!(fed >= 4095 * 4, "failed too early, after {fed} bytes");
 }
