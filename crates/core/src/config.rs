@@ -133,7 +133,8 @@ pub struct C2sConfig {
     /// Most attributes accepted on one element.
     pub max_attributes: usize,
     /// Most elements in one stanza (the stanza and all its descendants): bounds the tree a
-    /// stanza of tiny elements makes within `max_stanza_bytes`.
+    /// stanza of tiny elements makes within `max_stanza_bytes` (see
+    /// `starling_proto::framer::DEFAULT_MAX_ELEMENTS` for the sizes behind the default).
     pub max_elements: usize,
     /// Seconds a connection has to authenticate and bind before it is closed with
     /// `connection-timeout`.

@@ -29,11 +29,14 @@ use crate::ns;
 /// Largest slice handed to the parser in one call: the granularity of limit checks.
 const WINDOW: usize = 4096;
 
-/// Default for [`Limits::max_elements`]. The largest stanzas clients send are PEP publishes
-/// (an OMEMO bundle with 100 pre-keys is ~110 elements), private XML storage (a few hundred
-/// bookmarks) and data forms (~100 elements): 4096 leaves an order of magnitude of headroom
-/// while holding one hostile stanza to ~1 MB of tree instead of ~20 MB.
-pub const DEFAULT_MAX_ELEMENTS: usize = 4096;
+/// Default for [`Limits::max_elements`]: 8192 elements, ~2 MB of tree at most (256 KiB of
+/// `<a/>` would be 65 536 nodes, ~20 MB). This default also serves the reading side of
+/// clients, where a server legitimately sends large stanzas (a roster result of 1000 items
+/// with a few groups each is 3000-5000 elements). Servers set a tighter limit for what a
+/// client may send: `[c2s] max_elements`, 4096 by default, since the largest stanzas clients
+/// send (PEP publishes such as an OMEMO bundle with 100 pre-keys, ~110 elements; private XML
+/// bookmarks; data forms) stay far below it.
+pub const DEFAULT_MAX_ELEMENTS: usize = 8192;
 
 /// Limits on what one peer may make us hold (RFC 6120 §13.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -641,8 +641,11 @@ fn many_small_children_hit_the_size_limit() {
 
 #[test]
 fn many_small_children_hit_the_element_limit_long_before_the_size_limit() {
-    // 256 KiB of <a/> would be 65 536 tree nodes; the default cap stops at 4096.
-    let mut f = Framer::new(Limits::default());
+    // 256 KiB of <a/> would be 65 536 tree nodes; the c2s default cap stops at 4096.
+    let mut f = Framer::new(Limits {
+        max_elements: 4096,
+        ..Limits::default()
+    });
     let (e, fed) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
     assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
     assert!(
@@ -651,6 +654,16 @@ fn many_small_children_hit_the_element_limit_long_before_the_size_limit() {
     );
     assert!(fed <= 4096 * 4 + 2 * 4096, "failed only after {fed} bytes");
     assert!(fed >= 4095 * 4, "failed too early, after {fed} bytes");
+}
+
+#[test]
+fn the_default_element_limit_is_8192() {
+    let mut f = Framer::new(Limits::default());
+    let (e, _) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
+    assert!(
+        e.text.as_deref().unwrap().contains("8192 elements"),
+        "{e:?}"
+    );
 }
 
 #[test]
