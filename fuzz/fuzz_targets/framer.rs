@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
         max_stanza_bytes: limit,
         max_depth: 16,
         max_attributes: 16,
+        max_elements: 32,
         max_buffered_bytes: 1024,
     };
     let mut framer = Framer::new(limits);

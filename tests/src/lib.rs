@@ -112,7 +112,23 @@ impl TestServer {
 
     /// Logs `user` in over STARTTLS with SCRAM-SHA-256 and binds `resource`.
     pub async fn login(&self, user: &str, password: &str, resource: &str) -> Conn {
-        let mut c = Conn::connect(self.c2s).await;
+        let c = Conn::connect(self.c2s).await;
+        self.login_on(c, user, password, resource).await
+    }
+
+    /// Like [`TestServer::login`], from a chosen loopback address.
+    pub async fn login_from(
+        &self,
+        local: std::net::IpAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> Conn {
+        let c = Conn::connect_from(self.c2s, local).await;
+        self.login_on(c, user, password, resource).await
+    }
+
+    async fn login_on(&self, mut c: Conn, user: &str, password: &str, resource: &str) -> Conn {
         c.open("localhost").await;
         c.starttls().await;
         c.scram(ScramHash::Sha256, false, user, password)
@@ -212,11 +228,28 @@ impl Conn {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         // Without this, Nagle plus delayed ACKs add ~40 ms to write-write-read patterns.
         tcp.set_nodelay(true).expect("nodelay");
+        Conn::from_tcp(tcp)
+    }
+
+    /// Opens a TCP connection from a chosen local address (any of 127.0.0.0/8 on loopback),
+    /// so a test can play several client IP addresses against per-IP limits.
+    pub async fn connect_from(addr: SocketAddr, local: std::net::IpAddr) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .expect("bind local address");
+        let tcp = socket.connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        Conn::from_tcp(tcp)
+    }
+
+    fn from_tcp(tcp: TcpStream) -> Conn {
         Conn {
             transport: Transport::Plain(tcp),
             framer: Framer::new(Limits {
                 max_stanza_bytes: 16 << 20,
                 max_buffered_bytes: 32 << 20,
+                max_elements: usize::MAX,
                 ..Limits::default()
             }),
             buf: vec![0; 65536],

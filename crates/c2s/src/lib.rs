@@ -6,13 +6,15 @@
 //! pre-bind state machine (stream headers, features, STARTTLS, SASL, bind), calling on
 //! `register` for in-band registration (XEP-0077); [`session`] is the bound session loop
 //! (from-stamping, IQ checks, outbound queue, timeouts, shutdown), with stream management
-//! (XEP-0198: acks, hibernation and resumption) whose state lives in [`smacks`].
+//! (XEP-0198: acks, hibernation and resumption) whose state lives in [`smacks`];
+//! `throttle` delays repeated failed logins per address and per account.
 
 pub mod listener;
 mod negotiate;
 mod register;
 mod session;
 mod smacks;
+mod throttle;
 pub mod tls;
 mod transport;
 

@@ -120,6 +120,7 @@ pub(crate) async fn run_connection(
         max_stanza_bytes: c2s.max_stanza_bytes,
         max_depth: c2s.max_depth,
         max_attributes: c2s.max_attributes,
+        max_elements: c2s.max_elements,
         max_buffered_bytes: c2s.max_stanza_bytes + 16 * 1024,
     };
     let deadline = Instant::now() + Duration::from_secs(c2s.handshake_timeout_secs);
@@ -522,6 +523,23 @@ impl Negotiation {
             self.sasl_failed(Failure::InvalidMechanism).await?;
             return Ok(false);
         };
+        let policy = crate::throttle::Policy::from_config(&self.server.config().limits);
+        match self
+            .registration
+            .auth_throttle
+            .address_turn(self.peer.ip(), &policy)
+        {
+            crate::throttle::Turn::Busy => {
+                tracing::warn!(peer = %self.peer, "too many failed logins from this address; attempt refused");
+                self.sasl_failed(Failure::TemporaryAuthFailure).await?;
+                return Ok(false);
+            }
+            crate::throttle::Turn::Wait(d) if !d.is_zero() => {
+                tracing::info!(peer = %self.peer, delay_ms = d.as_millis() as u64, "delaying login after failures from this address");
+                tokio::time::sleep(d).await;
+            }
+            crate::throttle::Turn::Wait(_) => {}
+        }
         let plus_offered = self.channel_binding();
         let mut session = ServerSession::new(mech, self.bindings(), plus_offered)
             .with_fake_salt_key(&self.sasl_secret);
@@ -549,6 +567,16 @@ impl Negotiation {
             let mut step = session.step(&input);
             if let Ok(Step::NeedCredentials { username, hash }) = &step {
                 let prepared = starling_proto::jid::prep_localpart(username).ok();
+                if let Some(user) = &prepared {
+                    let d = self
+                        .registration
+                        .auth_throttle
+                        .account_delay(&format!("{user}@{host}"), &policy);
+                    if !d.is_zero() {
+                        tracing::info!(peer = %self.peer, account = %format!("{user}@{host}"), delay_ms = d.as_millis() as u64, "delaying login after failures for this account");
+                        tokio::time::sleep(d).await;
+                    }
+                }
                 let creds = match &prepared {
                     Some(user) => match self
                         .server
@@ -618,6 +646,7 @@ impl Negotiation {
                         None => "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>".to_owned(),
                     };
                     tracing::info!(peer = %self.peer, user = %jid, mechanism = mech.name(), "authenticated");
+                    self.registration.auth_throttle.succeeded(jid.as_str());
                     self.user = Some(jid);
                     self.stream().restart();
                     self.send_raw(&success).await?;
@@ -625,6 +654,14 @@ impl Negotiation {
                 }
                 Err(f) => {
                     tracing::info!(peer = %self.peer, user = ?username_seen, failure = f.name(), "SASL failure");
+                    if f != Failure::TemporaryAuthFailure {
+                        let account = username_seen.as_ref().map(|u| format!("{u}@{host}"));
+                        self.registration.auth_throttle.failed(
+                            self.peer.ip(),
+                            account.as_deref(),
+                            &policy,
+                        );
+                    }
                     self.sasl_failed(f).await?;
                     return Ok(false);
                 }

@@ -59,6 +59,10 @@ const MAX_PASSWORD_BYTES: usize = 1023;
 pub(crate) struct Registration {
     /// Address key -> times of its attempts within the window, oldest first.
     attempts: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    /// Failed SASL logins per address and account ([`crate::throttle`]): the other piece of
+    /// pre-authentication state every connection shares, kept here so that it travels
+    /// with the registration throttle from the listener to each connection.
+    pub(crate) auth_throttle: crate::throttle::AuthThrottle,
 }
 
 /// The throttle key of an address: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64, the

@@ -81,9 +81,29 @@ struct Session {
     close_signal: CloseSignal,
 }
 
+/// Per-session token buckets for bytes and stanzas read (`[limits]`): applied to the
+/// connection a session starts on and to every connection it is resumed on.
+fn apply_rate_limits(
+    server: &Server,
+    stream: &mut XmlStream<Transport>,
+    peer: SocketAddr,
+    jid: &Jid,
+) {
+    let lim = &server.config().limits;
+    stream.set_rate_limits(
+        starling_stream::RateLimits::from_config(
+            lim.session_bytes_per_sec,
+            lim.session_bytes_burst,
+            lim.session_stanzas_per_sec,
+            lim.session_stanzas_burst,
+        ),
+        format!("{peer} {jid}"),
+    );
+}
+
 pub(crate) async fn run(
     server: Arc<Server>,
-    stream: XmlStream<Transport>,
+    mut stream: XmlStream<Transport>,
     bound: Bound,
     _host: String,
     peer: SocketAddr,
@@ -94,6 +114,7 @@ pub(crate) async fn run(
         handle,
         mut inbox,
     } = bound;
+    apply_rate_limits(&server, &mut stream, peer, &jid);
     server.session_event(SessionEvent::Bound(jid.clone())).await;
     let close_signal = inbox.close_signal();
     let mut s = Session {
@@ -352,6 +373,7 @@ impl Session {
         // The old connection (if any) closes when it is dropped here.
         self.stream = stream;
         self.peer = peer;
+        apply_rate_limits(&self.server, &mut self.stream, peer, &self.jid);
         // Negotiation may have given up waiting (handshake timeout); the stream is ours anyway.
         let _ = reply.send(Ok(()));
         let sm = self

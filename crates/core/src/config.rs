@@ -302,6 +302,10 @@ pub struct C2sConfig {
     pub max_depth: usize,
     /// Most attributes accepted on one element.
     pub max_attributes: usize,
+    /// Most elements in one stanza (the stanza and all its descendants): bounds the tree a
+    /// stanza of tiny elements makes within `max_stanza_bytes` (see
+    /// `starling_proto::framer::DEFAULT_MAX_ELEMENTS` for the sizes behind the default).
+    pub max_elements: usize,
     /// Seconds a connection has to authenticate and bind before it is closed with
     /// `connection-timeout`.
     pub handshake_timeout_secs: u64,
@@ -340,6 +344,7 @@ impl Default for C2sConfig {
             max_stanza_bytes: 256 * 1024,
             max_depth: 64,
             max_attributes: 64,
+            max_elements: 4096,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
             outbound_queue: 1024,
@@ -428,7 +433,8 @@ pub enum RegisterPolicy {
     InviteToken,
 }
 
-/// `[limits]`: what one user may store (DESIGN principle 3).
+/// `[limits]`: what one user may store, how fast one session may send, and how failed
+/// logins are slowed down (DESIGN principle 3).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -438,6 +444,30 @@ pub struct LimitsConfig {
     pub offline_quota: u64,
     /// Largest vCard (XEP-0054) accepted, serialised, in bytes.
     pub vcard_max_bytes: usize,
+    /// Sustained inbound bytes per second one bound session may send (a token bucket). Over
+    /// it the server stops reading the socket until the bucket refills (TCP backpressure, as
+    /// ejabberd's shapers and Prosody's mod_limits do); nothing is dropped. 0 = no limit.
+    pub session_bytes_per_sec: u64,
+    /// Bucket size for `session_bytes_per_sec`: bytes a session may send at once.
+    pub session_bytes_burst: u64,
+    /// Sustained inbound stanzas per second one bound session may send (token bucket, read
+    /// paused when empty). 0 = no limit.
+    pub session_stanzas_per_sec: u64,
+    /// Bucket size for `session_stanzas_per_sec`.
+    pub session_stanzas_burst: u64,
+    /// Failed logins from one IP address (one /64 for IPv6) within
+    /// `auth_failure_window_secs` before further attempts from it are delayed. Higher than
+    /// the per-account count: many users may share an address (NAT).
+    pub auth_address_failures_free: u32,
+    /// Failed logins for one account within `auth_failure_window_secs` before further
+    /// attempts for it are delayed.
+    pub auth_account_failures_free: u32,
+    /// The first delay, in milliseconds; each further failure doubles it.
+    pub auth_failure_delay_ms: u64,
+    /// The longest delay, in milliseconds.
+    pub auth_failure_max_delay_ms: u64,
+    /// Seconds after the last failure when an address's or account's failures are forgotten.
+    pub auth_failure_window_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -446,6 +476,15 @@ impl Default for LimitsConfig {
             roster_max_items: 1000,
             offline_quota: 1000,
             vcard_max_bytes: 64 * 1024,
+            session_bytes_per_sec: 1024 * 1024,
+            session_bytes_burst: 4 * 1024 * 1024,
+            session_stanzas_per_sec: 200,
+            session_stanzas_burst: 1000,
+            auth_address_failures_free: 20,
+            auth_account_failures_free: 5,
+            auth_failure_delay_ms: 1000,
+            auth_failure_max_delay_ms: 16_000,
+            auth_failure_window_secs: 900,
         }
     }
 }
@@ -967,6 +1006,7 @@ impl Config {
             ),
             ("max_depth", c2s.max_depth, 4, 10_000),
             ("max_attributes", c2s.max_attributes, 4, 10_000),
+            ("max_elements", c2s.max_elements, 16, 1_000_000),
             ("outbound_queue", c2s.outbound_queue, 8, 1_000_000),
             ("max_connections", c2s.max_connections, 1, 10_000_000),
             (
@@ -1106,6 +1146,55 @@ impl Config {
                 lim.vcard_max_bytes as u64,
                 1024,
                 16 * 1024 * 1024,
+            ),
+            (
+                "session_bytes_per_sec",
+                lim.session_bytes_per_sec,
+                0,
+                1 << 40,
+            ),
+            ("session_bytes_burst", lim.session_bytes_burst, 1, 1 << 40),
+            (
+                "session_stanzas_per_sec",
+                lim.session_stanzas_per_sec,
+                0,
+                1 << 30,
+            ),
+            (
+                "session_stanzas_burst",
+                lim.session_stanzas_burst,
+                1,
+                1 << 30,
+            ),
+            (
+                "auth_address_failures_free",
+                u64::from(lim.auth_address_failures_free),
+                0,
+                1_000_000,
+            ),
+            (
+                "auth_account_failures_free",
+                u64::from(lim.auth_account_failures_free),
+                0,
+                1_000_000,
+            ),
+            (
+                "auth_failure_delay_ms",
+                lim.auth_failure_delay_ms,
+                1,
+                600_000,
+            ),
+            (
+                "auth_failure_max_delay_ms",
+                lim.auth_failure_max_delay_ms,
+                lim.auth_failure_delay_ms,
+                600_000,
+            ),
+            (
+                "auth_failure_window_secs",
+                lim.auth_failure_window_secs,
+                1,
+                86_400 * 30,
             ),
         ];
         for (key, value, min, max) in user_limits {
@@ -1418,6 +1507,31 @@ mod tests {
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert_eq!(problems[1].line, Some(5), "{problems:?}");
+    }
+
+    #[test]
+    fn rate_and_auth_throttle_limits() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.c2s.max_elements, 4096);
+        assert_eq!(c.limits.session_stanzas_per_sec, 200);
+        assert_eq!(c.limits.auth_address_failures_free, 20);
+        assert_eq!(c.limits.auth_account_failures_free, 5);
+        let text = "[limits]
+session_bytes_per_sec = 0
+session_stanzas_per_sec = 0
+";
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.limits.session_bytes_per_sec, 0, "0 turns the limit off");
+        let bad = "[c2s]
+max_elements = 1
+[limits]
+session_stanzas_burst = 0
+                   auth_failure_delay_ms = 500
+auth_failure_max_delay_ms = 100
+";
+        let problems = Config::from_toml(bad).unwrap_err();
+        let lines: Vec<_> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, vec![Some(2), Some(4), Some(6)], "{problems:?}");
     }
 
     #[test]

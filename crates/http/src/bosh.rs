@@ -265,6 +265,9 @@ async fn handle(app: &App, info: ConnInfo, text: &str) -> Response {
         max_depth: config.c2s.max_depth + 1,
         max_attributes: config.c2s.max_attributes,
         max_buffered_bytes: config.c2s.max_stanza_bytes + 32 * 1024,
+        // The <body/> wrapper plus what one stanza may hold (each stanza is checked again,
+        // with the c2s limits, when it reaches the session).
+        max_elements: config.c2s.max_elements + 1,
     };
     let body = match framing::parse_element(text, limits) {
         Ok(b) if b.is("body", NS_HTTPBIND) => b,

@@ -152,6 +152,8 @@ impl Outbound {
                 max_depth: 256,
                 max_attributes: 1024,
                 max_buffered_bytes: max_element_bytes + 64 * 1024,
+                // The server's own output (a large roster, room history): bounded by size.
+                max_elements: usize::MAX,
             }),
         }
     }

@@ -88,6 +88,7 @@ fn limits(config: &starling_core::Config) -> Limits {
         max_depth: c2s.max_depth,
         max_attributes: c2s.max_attributes,
         max_buffered_bytes: c2s.max_stanza_bytes + 16 * 1024,
+        max_elements: c2s.max_elements,
     }
 }
 

@@ -11,8 +11,8 @@
 //! instructions, entities beyond the five predefined ones, non-UTF-8 input, XML-illegal
 //! characters and mismatched tags. On top of it this module adds what rxml leaves out or
 //! cannot know: namespace resolution with our own error conditions (rxml's `RawParser` does
-//! not check prefixes or duplicate attributes), stanza size, depth and attribute-count
-//! limits, a cap on unparsed input, and the XMPP rules for the stream root.
+//! not check prefixes or duplicate attributes), stanza size, depth, element-count and
+//! attribute-count limits, a cap on unparsed input, and the XMPP rules for the stream root.
 //!
 //! Memory bound: unparsed input is capped by `max_buffered_bytes`; the parser is handed at
 //! most [`WINDOW`] bytes at a time and stanza bytes are counted by consumed offsets, so a
@@ -29,6 +29,15 @@ use crate::ns;
 /// Largest slice handed to the parser in one call: the granularity of limit checks.
 const WINDOW: usize = 4096;
 
+/// Default for [`Limits::max_elements`]: 8192 elements, ~2 MB of tree at most (256 KiB of
+/// `<a/>` would be 65 536 nodes, ~20 MB). This default also serves the reading side of
+/// clients, where a server legitimately sends large stanzas (a roster result of 1000 items
+/// with a few groups each is 3000-5000 elements). Servers set a tighter limit for what a
+/// client may send: `[c2s] max_elements`, 4096 by default, since the largest stanzas clients
+/// send (PEP publishes such as an OMEMO bundle with 100 pre-keys, ~110 elements; private XML
+/// bookmarks; data forms) stay far below it.
+pub const DEFAULT_MAX_ELEMENTS: usize = 8192;
+
 /// Limits on what one peer may make us hold (RFC 6120 §13.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -38,6 +47,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Most attributes (namespace declarations included) on one element.
     pub max_attributes: usize,
+    /// Most elements in one stanza, the stanza element included. The byte limit alone does
+    /// not bound memory well: 256 KiB of `<a/>` is 65 536 tree nodes of a few hundred bytes
+    /// each (~20 MB for one stanza); this caps the tree at a size real clients never reach.
+    pub max_elements: usize,
     /// Most bytes fed but not yet parsed: a caller that feeds without draining events.
     pub max_buffered_bytes: usize,
 }
@@ -48,6 +61,7 @@ impl Default for Limits {
             max_stanza_bytes: 262_144,
             max_depth: 64,
             max_attributes: 64,
+            max_elements: DEFAULT_MAX_ELEMENTS,
             max_buffered_bytes: 262_144 + 16_384,
         }
     }
@@ -124,6 +138,8 @@ pub struct Framer {
     scope_marks: Vec<usize>,
     /// Open elements of the current stanza, outermost first.
     stack: Vec<Element>,
+    /// Elements opened in the current stanza (checked against `max_elements`).
+    elements: usize,
 }
 
 impl Framer {
@@ -141,6 +157,7 @@ impl Framer {
             decls: Vec::new(),
             scope_marks: Vec::new(),
             stack: Vec::new(),
+            elements: 0,
         }
     }
 
@@ -293,6 +310,14 @@ impl Framer {
                 if self.state == State::Stream {
                     if self.stack.is_empty() {
                         self.unit_start = Some(start);
+                        self.elements = 0;
+                    }
+                    self.elements += 1;
+                    if self.elements > self.limits.max_elements {
+                        return Err(policy(format!(
+                            "more than {} elements in one stanza",
+                            self.limits.max_elements
+                        )));
                     }
                     if self.stack.len() >= self.limits.max_depth {
                         return Err(policy(format!(

@@ -255,7 +255,9 @@ pub fn prep_domain(s: &str) -> Result<String, JidError> {
         owned.pop();
         out = Cow::Owned(owned);
     }
-    if out.is_empty() || out.starts_with('.') || out.contains("..") {
+    // One final dot is stripped (RFC 7622 §3.2); what is left may not end in another one
+    // (an empty label: "a.." would otherwise become "a.", which re-parses as "a").
+    if out.is_empty() || out.starts_with('.') || out.ends_with('.') || out.contains("..") {
         return Err(JidError::DomainInvalid);
     }
     check_len(&out, JidError::EmptyDomain, JidError::DomainTooLong)?;
@@ -475,6 +477,17 @@ mod tests {
         assert!(prep_localpart("a/b").is_err());
         assert_eq!(prep_resource("\u{2000}x").unwrap(), " x");
         assert!(prep_resource("\u{0007}").is_err());
+    }
+
+    /// Found by the `jid` fuzz target: "ql.." parsed as "ql.", which re-parsed as "ql", so
+    /// a JID was not stable across a round trip. Two final dots are an empty label.
+    #[test]
+    fn a_domain_with_two_final_dots_is_invalid_and_parsing_is_stable() {
+        assert_eq!(Jid::parse("ql..").unwrap_err(), JidError::DomainInvalid);
+        assert_eq!(Jid::parse("a@ql../r").unwrap_err(), JidError::DomainInvalid);
+        let one = Jid::parse("ql.").unwrap();
+        assert_eq!(one.as_str(), "ql");
+        assert_eq!(Jid::parse(one.as_str()).unwrap(), one);
     }
 
     #[test]

@@ -65,6 +65,9 @@ impl Ctx {
             max_depth: 64,
             max_attributes: 64,
             max_buffered_bytes: self.config.max_stanza_bytes + 16 * 1024,
+            // Servers relay what their users send plus room history and pubsub items:
+            // the library default, above a client's own cap.
+            ..Limits::default()
         }
     }
 }

@@ -5,14 +5,27 @@
 //! [`StreamEvent`]s and elements into bytes; it knows nothing of SASL, binding or routing.
 //! [`XmlStream::next_event`] is cancel-safe (it may sit in a `select!` next to a session's
 //! outbound queue): bytes are only consumed once a read has completed.
+//!
+//! Reading may be paced by token buckets for bytes and stanzas ([`RateLimits`], see
+//! [`rate`]): when one is empty the stream waits before reading on, which is backpressure on
+//! the peer, never an error.
+
+pub mod rate;
+
+pub use rate::RateLimits;
 
 use minidom::Element;
 use starling_proto::error::StreamError;
 use starling_proto::framer::{Framer, Limits, StreamEvent};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::rate::TokenBucket;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 16 * 1024;
+/// A paced stream logs that it hit its rate limit at most this often.
+const THROTTLE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Why reading the next event failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +52,23 @@ pub struct XmlStream<T> {
     written: usize,
     /// Total bytes received, for rate limits and metrics.
     bytes_in: u64,
+    /// Paces reading by bytes, when limited.
+    byte_bucket: Option<TokenBucket>,
+    /// Paces reading by stanzas, when limited.
+    stanza_bucket: Option<TokenBucket>,
+    /// Who is on the other end, for the rate-limit log line.
+    peer_label: String,
+    /// When the rate-limit log line was last written.
+    last_throttle_log: Option<Instant>,
+    /// How many times reading was paused by a bucket (for tests and metrics).
+    pauses: u64,
+}
+
+/// Which bucket a wait is for.
+#[derive(Clone, Copy)]
+enum Bucket {
+    Bytes,
+    Stanzas,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
@@ -51,24 +81,86 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             write_buf: Vec::with_capacity(4096),
             written: 0,
             bytes_in: 0,
+            byte_bucket: None,
+            stanza_bucket: None,
+            peer_label: String::new(),
+            last_throttle_log: None,
+            pauses: 0,
         }
     }
 
-    /// Reads until the framer yields an event. Cancel-safe.
+    /// Paces reading from now on (full buckets); `peer` names the peer in the log line
+    /// written when a limit is hit.
+    pub fn set_rate_limits(&mut self, limits: RateLimits, peer: impl Into<String>) {
+        self.byte_bucket = limits.bytes.map(|(r, b)| TokenBucket::new(r, b));
+        self.stanza_bucket = limits.stanzas.map(|(r, b)| TokenBucket::new(r, b));
+        self.peer_label = peer.into();
+    }
+
+    /// How many times reading was paused because a rate limit was reached.
+    pub fn rate_limit_pauses(&self) -> u64 {
+        self.pauses
+    }
+
+    /// Reads until the framer yields an event. Cancel-safe: a wait for a bucket to refill
+    /// changes no state, and bytes are consumed only once a read has completed.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadError> {
         loop {
+            self.pace(Bucket::Stanzas).await;
             match self.framer.next_event() {
-                Ok(Some(ev)) => return Ok(ev),
+                Ok(Some(ev)) => {
+                    if let (StreamEvent::Stanza(_), Some(b)) = (&ev, &mut self.stanza_bucket) {
+                        b.take(1);
+                    }
+                    return Ok(ev);
+                }
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Stream(e)),
             }
+            self.pace(Bucket::Bytes).await;
             let n = self.io.read(&mut self.read_buf).await?;
             if n == 0 {
                 return Err(ReadError::Eof);
             }
             self.bytes_in += n as u64;
+            if let Some(b) = &mut self.byte_bucket {
+                b.take(n as u64);
+            }
             self.framer.feed(&self.read_buf[..n]);
         }
+    }
+
+    /// Waits until `which` bucket is no longer empty (at once when it is not limited).
+    async fn pace(&mut self, which: Bucket) {
+        let bucket = match which {
+            Bucket::Bytes => &mut self.byte_bucket,
+            Bucket::Stanzas => &mut self.stanza_bucket,
+        };
+        let Some(wait) = bucket
+            .as_mut()
+            .map(TokenBucket::wait_time)
+            .filter(|w| !w.is_zero())
+        else {
+            return;
+        };
+        self.pauses += 1;
+        let now = Instant::now();
+        if self
+            .last_throttle_log
+            .is_none_or(|t| now.duration_since(t) >= THROTTLE_LOG_INTERVAL)
+        {
+            self.last_throttle_log = Some(now);
+            tracing::info!(
+                peer = %self.peer_label,
+                limit = match which {
+                    Bucket::Bytes => "bytes per second",
+                    Bucket::Stanzas => "stanzas per second",
+                },
+                pause_ms = wait.as_millis() as u64,
+                "inbound rate limit reached; pausing reads (logged at most once a minute)"
+            );
+        }
+        tokio::time::sleep(wait).await;
     }
 
     /// Appends an element to the output buffer (written by [`XmlStream::flush`]).
@@ -148,7 +240,86 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
+
+    /// Stanzas over the stanza rate are read later, none is lost, and the order holds.
+    #[tokio::test(start_paused = true)]
+    async fn reading_is_paced_by_the_stanza_bucket_and_nothing_is_lost() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        stream.set_rate_limits(RateLimits::from_config(0, 0, 10, 5), "test");
+        let mut input = String::from(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        for i in 0..25 {
+            input.push_str(&format!("<message id='m{i}'/>"));
+        }
+        use tokio::io::AsyncWriteExt;
+        theirs.write_all(input.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
+        for i in 0..25 {
+            match stream.next_event().await {
+                Ok(StreamEvent::Stanza(el)) => assert_eq!(el.attr("id"), Some(&*format!("m{i}"))),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A burst of 5, then 20 more at 10 per second: about two seconds.
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(1900), "{took:?}");
+        assert!(took <= Duration::from_millis(2500), "{took:?}");
+        assert!(stream.rate_limit_pauses() >= 10);
+    }
+
+    /// The byte bucket paces reads: 64 KiB at 16 KiB/s with a 16 KiB burst takes ~3 s.
+    #[tokio::test(start_paused = true)]
+    async fn reading_is_paced_by_the_byte_bucket() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        stream.set_rate_limits(RateLimits::from_config(16 * 1024, 16 * 1024, 0, 0), "test");
+        let body = "x".repeat(64 * 1024);
+        let input = format!(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
+             <message><body>{body}</body></message>"
+        );
+        use tokio::io::AsyncWriteExt;
+        theirs.write_all(input.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Stanza(_))
+        ));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(2900), "{took:?}");
+        assert!(took <= Duration::from_millis(4500), "{took:?}");
+    }
+
+    /// Without limits nothing waits.
+    #[tokio::test(start_paused = true)]
+    async fn unlimited_streams_never_pause() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        let mut input = String::from(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        input.push_str(&"<message/>".repeat(1000));
+        use tokio::io::AsyncWriteExt;
+        theirs.write_all(input.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        for _ in 0..1001 {
+            stream.next_event().await.unwrap();
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(stream.rate_limit_pauses(), 0);
+    }
 
     /// A flush abandoned half-way (the peer stopped reading) resumes where it stopped: every
     /// byte arrives exactly once.

@@ -629,10 +629,67 @@ fn oversized_element_head_fails_at_the_limit() {
 
 #[test]
 fn many_small_children_hit_the_size_limit() {
-    let mut f = Framer::new(Limits::default());
+    let mut f = Framer::new(Limits {
+        max_elements: usize::MAX,
+        ..Limits::default()
+    });
     let (e, fed) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
     assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(e.text.as_deref().unwrap().contains("larger than"));
     assert!(fed <= 262_144 + 2 * 4096);
+}
+
+#[test]
+fn many_small_children_hit_the_element_limit_long_before_the_size_limit() {
+    // 256 KiB of <a/> would be 65 536 tree nodes; the c2s default cap stops at 4096.
+    let mut f = Framer::new(Limits {
+        max_elements: 4096,
+        ..Limits::default()
+    });
+    let (e, fed) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
+    assert_eq!(e.condition, StreamErrorCondition::PolicyViolation);
+    assert!(
+        e.text.as_deref().unwrap().contains("4096 elements"),
+        "{e:?}"
+    );
+    assert!(fed <= 4096 * 4 + 2 * 4096, "failed only after {fed} bytes");
+    assert!(fed >= 4095 * 4, "failed too early, after {fed} bytes");
+}
+
+#[test]
+fn the_default_element_limit_is_8192() {
+    let mut f = Framer::new(Limits::default());
+    let (e, _) = feed_until_error(&mut f, &in_stream("<message>"), b"<a/>", 10 << 20);
+    assert!(
+        e.text.as_deref().unwrap().contains("8192 elements"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn element_limit_counts_the_stanza_and_every_descendant_per_stanza() {
+    let limits = Limits {
+        max_elements: 10,
+        ..Limits::default()
+    };
+    // The stanza plus nine children: exactly the limit, and nested ones count too.
+    let ten = format!("<message>{}</message>", "<a/>".repeat(9));
+    let nested = format!("<message><b>{}</b></message>", "<a/>".repeat(8));
+    let eleven = format!("<message>{}</message>", "<a/>".repeat(10));
+    // The count starts again with each stanza: a thousand stanzas of ten are fine.
+    let mut f = Framer::new(limits);
+    let (events, err) = run_with(&mut f, in_stream(&ten.repeat(1000)).as_bytes(), 4096);
+    assert_eq!((events.len(), err), (1001, None));
+    let mut f = Framer::new(limits);
+    let (events, err) = run_with(&mut f, in_stream(&nested).as_bytes(), 7);
+    assert_eq!((events.len(), err), (2, None));
+    let mut f = Framer::new(limits);
+    let (events, err) = run_with(&mut f, in_stream(&format!("{ten}{eleven}")).as_bytes(), 7);
+    assert_eq!(events.len(), 2, "the stream header and the first stanza");
+    assert_eq!(
+        err.map(|e| e.condition),
+        Some(StreamErrorCondition::PolicyViolation)
+    );
 }
 
 #[test]

@@ -1,0 +1,278 @@
+//! Catalogue, resource exhaustion (docs/bad-input.md, E-entries): slowloris, connection
+//! floods, stanza, presence and byte floods, subscription spam. Each test attacks while two
+//! normal users chat, asserts the specified answer to the attacker, that the normal users'
+//! messages all arrive, and that a fresh user can log in and chat during and after.
+
+mod hard_support;
+
+use std::time::Duration;
+
+use hard_support::{loopback, Witnesses};
+use starling_tests::*;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+const HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+    xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+/// Sends `HEADER` one byte every `every`, collecting what the server sends, until the server
+/// closes the connection or `limit` passes. Returns everything received.
+async fn trickle(mut c: Conn, every: Duration, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut i = 0;
+    while Instant::now() < deadline {
+        if i < HEADER.len() && !c.try_send_bytes(&HEADER[i..=i]).await {
+            break;
+        }
+        i += 1;
+        let chunk = c.read_raw_until_closed(every).await;
+        let closed = chunk.is_empty() && String::from_utf8_lossy(&got).contains("</stream:stream>");
+        got.extend_from_slice(&chunk);
+        if closed || String::from_utf8_lossy(&got).ends_with("</stream:stream>") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The issue's acceptance test: under an active slowloris plus a connection flood from one
+/// address, a normal client's login and message round trip still succeed.
+#[tokio::test]
+async fn slowloris_and_connection_flood_from_one_address_do_not_stop_normal_users() {
+    const CAP: usize = 20;
+    let server = TestServer::start_with(|c| {
+        c.c2s.handshake_timeout_secs = 5;
+        c.c2s.max_connections_per_ip = CAP;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    w.chat("before").await;
+    let attacker = loopback(2);
+
+    // Slowloris: the attacker holds every slot it may have, each trickling its header a
+    // byte at a time (the whole header would take ~30 s).
+    let mut slow = JoinSet::new();
+    for _ in 0..CAP {
+        let c = Conn::connect_from(server.c2s, attacker).await;
+        slow.spawn(trickle(
+            c,
+            Duration::from_millis(200),
+            Duration::from_secs(15),
+        ));
+    }
+    // Connection flood from the same address while the slots are held: 200 connections.
+    let mut flood = JoinSet::new();
+    for _ in 0..200 {
+        let addr = server.c2s;
+        flood.spawn(async move {
+            let mut c = Conn::connect_from(addr, attacker).await;
+            let raw = c.read_raw_until_closed(Duration::from_secs(5)).await;
+            String::from_utf8_lossy(&raw).into_owned()
+        });
+    }
+
+    // During the attack: a new user logs in and chats, and the witnesses keep chatting.
+    let started = Instant::now();
+    let mut carol = hard_support::fresh_user(&server, "carol").await;
+    let carol_login = started.elapsed();
+    carol
+        .send("<message to='carol@localhost/r' id='self'><body>echo</body></message>")
+        .await;
+    let echo = carol
+        .recv_until(|e| e.name() == "message" && e.attr("id") == Some("self"))
+        .await;
+    assert_eq!(echo.attr("from"), Some("carol@localhost/r"));
+    w.chat("during").await;
+    // "During": not one slowloris connection has been cut yet (they last until the 5 s
+    // handshake timeout), so the attacker still held every slot of its address meanwhile.
+    assert!(
+        slow.try_join_next().is_none(),
+        "a slowloris connection ended before the normal login and round trips were done \
+         (login {carol_login:?}, all {:?})",
+        started.elapsed()
+    );
+    assert_eq!(slow.len(), CAP);
+
+    // Every flood connection over the cap was refused with policy-violation.
+    let mut refused = 0;
+    while let Some(r) = flood.join_next().await {
+        let raw = r.unwrap();
+        assert!(raw.contains("<policy-violation"), "flood answer: {raw}");
+        assert!(raw.contains("too many connections"), "{raw}");
+        refused += 1;
+    }
+    assert_eq!(refused, 200);
+    // Every slowloris connection was cut at the handshake timeout with connection-timeout.
+    let mut timed_out = 0;
+    while let Some(r) = slow.join_next().await {
+        let raw = r.unwrap();
+        assert!(
+            raw.contains("<connection-timeout"),
+            "slowloris answer: {raw}"
+        );
+        assert!(raw.trim_end().ends_with("</stream:stream>"), "{raw}");
+        timed_out += 1;
+    }
+    assert_eq!(timed_out, CAP);
+    // After: the slots are free again for the attacker's address, and everyone still chats.
+    let mut again = Conn::connect_from(server.c2s, attacker).await;
+    again.open("localhost").await;
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// A client sending stanzas faster than its stanza rate is slowed down, not cut off: every
+/// stanza is answered in order, and other users are not slowed down meanwhile.
+#[tokio::test]
+async fn a_stanza_flood_is_paced_and_nothing_is_lost() {
+    let server = TestServer::start_with(|c| {
+        c.limits.session_stanzas_per_sec = 50;
+        c.limits.session_stanzas_burst = 10;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    let mut mallory = hard_support::fresh_user(&server, "mallory").await;
+    let pings: String = (0..110)
+        .map(|i| {
+            format!("<iq type='get' id='p{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        })
+        .collect();
+    let started = Instant::now();
+    mallory.send(&pings).await;
+    // Meanwhile the witnesses are not slowed down.
+    let t = Instant::now();
+    w.chat("during").await;
+    let witness_time = t.elapsed();
+    for i in 0..110 {
+        let r = mallory.recv().await;
+        assert_eq!(r.attr("id"), Some(&*format!("p{i}")), "in order, none lost");
+        assert_eq!(r.attr("type"), Some("result"));
+    }
+    let took = started.elapsed();
+    // A burst of 10, then 100 more at 50 per second: about 2 s.
+    assert!(took >= Duration::from_millis(1800), "paced: {took:?}");
+    assert!(
+        witness_time < Duration::from_secs(1),
+        "witnesses took {witness_time:?}"
+    );
+    mallory.ping_server().await;
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// Bytes are paced too: 160 KiB at 64 KiB/s (burst 64 KiB) takes ~1.5 s and all arrives.
+#[tokio::test]
+async fn a_byte_flood_is_paced_and_nothing_is_lost() {
+    let server = TestServer::start_with(|c| {
+        c.limits.session_bytes_per_sec = 64 * 1024;
+        c.limits.session_bytes_burst = 64 * 1024;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    let mut mallory = hard_support::fresh_user(&server, "mallory").await;
+    let mut victim = hard_support::fresh_user(&server, "victim").await;
+    let body = "x".repeat(16 * 1024);
+    let flood: String = (0..10)
+        .map(|i| {
+            format!("<message to='victim@localhost/r' id='b{i}'><body>{body}</body></message>")
+        })
+        .collect();
+    let started = Instant::now();
+    mallory.send(&flood).await;
+    w.chat("during").await;
+    for i in 0..10 {
+        let m = victim.recv_until(|e| e.name() == "message").await;
+        assert_eq!(m.attr("id"), Some(&*format!("b{i}")));
+        assert_eq!(
+            m.get_child("body", "jabber:client").unwrap().text().len(),
+            body.len()
+        );
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1300), "paced: {took:?}");
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// A presence flood (directed presence, 300 updates) reaches its target paced and complete;
+/// the last update wins.
+#[tokio::test]
+async fn a_presence_flood_is_paced_and_the_last_presence_arrives() {
+    let server = TestServer::start_with(|c| {
+        c.limits.session_stanzas_per_sec = 200;
+        c.limits.session_stanzas_burst = 50;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    let mut mallory = hard_support::fresh_user(&server, "mallory").await;
+    let mut victim = hard_support::fresh_user(&server, "victim").await;
+    let flood: String = (0..300)
+        .map(|i| format!("<presence to='victim@localhost/r'><status>s{i}</status></presence>"))
+        .collect();
+    let started = Instant::now();
+    mallory.send(&flood).await;
+    w.chat("during").await;
+    for i in 0..300 {
+        let p = victim.recv_until(|e| e.name() == "presence").await;
+        assert_eq!(p.attr("from"), Some("mallory@localhost/r"));
+        let status = p.get_child("status", "jabber:client").map(|s| s.text());
+        assert_eq!(status, Some(format!("s{i}")));
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1100),
+        "{:?}",
+        started.elapsed()
+    );
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// Subscription spam: requests beyond the roster limit are refused (`not-allowed`, the
+/// roster is full): the spammer's roster stays at the limit and the refused requests never
+/// reach their targets, while the first ones do.
+#[tokio::test]
+async fn subscription_spam_stops_at_the_roster_limit() {
+    let server = TestServer::start_with(|c| c.limits.roster_max_items = 10).await;
+    let mut w = Witnesses::login(&server).await;
+    let mut mallory = hard_support::fresh_user(&server, "mallory").await;
+    for i in 0..30 {
+        server.add_user(&format!("target{i}"), "pw").await;
+    }
+    let spam: String = (0..30)
+        .map(|i| format!("<presence to='target{i}@localhost' type='subscribe' id='s{i}'/>"))
+        .collect();
+    mallory.send(&spam).await;
+    w.chat("during").await;
+    mallory.ping_server().await;
+    mallory
+        .send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
+        .await;
+    let roster = mallory
+        .recv_until(|e| e.name() == "iq" && e.attr("id") == Some("roster"))
+        .await;
+    let items: Vec<String> = roster
+        .get_child("query", "jabber:iq:roster")
+        .map(|q| {
+            q.children()
+                .filter_map(|i| i.attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(items.len(), 10, "{items:?}");
+    // An accepted request is redelivered when its target comes online; a refused one is not.
+    let mut first = server.login("target5", "pw", "r").await;
+    first.send("<presence/>").await;
+    let sub = first
+        .recv_until(|e| e.name() == "presence" && e.attr("type") == Some("subscribe"))
+        .await;
+    assert_eq!(sub.attr("from"), Some("mallory@localhost"));
+    let mut late = server.login("target25", "pw", "r").await;
+    late.send("<presence/>").await;
+    late.expect_none(Duration::from_millis(700), |e| {
+        e.name() == "presence" && e.attr("type") == Some("subscribe")
+    })
+    .await;
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
