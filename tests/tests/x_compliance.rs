@@ -40,6 +40,9 @@ async fn the_probe_sees_what_the_default_build_offers() {
         "XEP-0280",
         "XEP-0191",
         "XEP-0045",
+        "XEP-0363",
+        "RFC 7395, XEP-0206",
+        "XEP-0156",
         "XEP-0054",
         "XEP-0223",
         "XEP-0049",
@@ -62,6 +65,7 @@ async fn a_disabled_module_is_reported_missing() {
     let mut config = Config::default();
     config.server.data_dir = dir.path().join("data");
     config.modules.disable = vec!["mam".into()];
+    config.upload.enabled = false;
     let seen = probe(&config).await.expect("probe runs");
     let rows = evaluate(&seen);
     let mam = rows
@@ -69,4 +73,9 @@ async fn a_disabled_module_is_reported_missing() {
         .find(|r| r.requirement.providers == "XEP-0313")
         .unwrap();
     assert!(!mam.met, "MAM reported although disabled");
+    let upload = rows
+        .iter()
+        .find(|r| r.requirement.providers == "XEP-0363")
+        .unwrap();
+    assert!(!upload.met, "upload reported although disabled");
 }

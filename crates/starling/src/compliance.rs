@@ -21,6 +21,7 @@ use std::time::Duration;
 use minidom::Element;
 use starling_client::{Client, ClientConfig, TlsMode, Trust};
 use starling_core::config::{ListenerConfig, ListenerKind};
+use starling_core::xml::BuilderExt;
 use starling_core::Config;
 use starling_proto::jid::Jid;
 
@@ -28,6 +29,8 @@ use starling_proto::ns::{DISCO_INFO, DISCO_ITEMS};
 
 /// The roster namespace (RFC 6121 §2).
 const ROSTER: &str = "jabber:iq:roster";
+/// HTTP file upload (XEP-0363).
+const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
 /// The first label of the probe's throwaway component domain.
 const PROBE_COMPONENT: &str = "compliance-probe-component";
 /// Private XML storage (XEP-0049).
@@ -58,6 +61,12 @@ pub struct Observed {
     pub private_storage: bool,
     /// A component (XEP-0114) completed the handshake and got a message routed to it.
     pub component: bool,
+    /// A file went up to an upload slot (XEP-0363) and came back down unchanged.
+    pub upload_round_trip: bool,
+    /// host-meta (XEP-0156) on the HTTP listener names a WebSocket endpoint (RFC 7395).
+    pub websocket: bool,
+    /// host-meta names a BOSH endpoint (XEP-0206).
+    pub bosh: bool,
 }
 
 /// How a requirement is recognised in [`Observed`].
@@ -81,6 +90,10 @@ enum Evidence {
     Private,
     /// A component connected and was routed to.
     Component,
+    /// A slot was granted and the file went up and came back.
+    UploadRoundTrip,
+    /// host-meta lists these connection methods.
+    HostMeta { websocket: bool, bosh: bool },
     /// The account has a `pubsub/pep` identity and these features.
     Pep(&'static [&'static str]),
 }
@@ -161,6 +174,26 @@ pub fn requirements() -> Vec<Requirement> {
             "XEP-0163",
             Pep(&["http://jabber.org/protocol/pubsub#publish"]),
         ),
+        req(
+            "Web",
+            "Core",
+            "Web connection mechanisms",
+            "RFC 7395, XEP-0206",
+            HostMeta {
+                websocket: true,
+                bosh: true,
+            },
+        ),
+        req(
+            "Web",
+            "Advanced",
+            "Connection discovery",
+            "XEP-0156",
+            HostMeta {
+                websocket: true,
+                bosh: false,
+            },
+        ),
         req("IM", "Core", "Core features", "RFC 6121", Roster),
         req(
             "IM",
@@ -230,7 +263,7 @@ pub fn requirements() -> Vec<Requirement> {
             "Advanced",
             "HTTP file upload",
             "XEP-0363",
-            Service("urn:xmpp:http:upload:0"),
+            UploadRoundTrip,
         ),
         req(
             "Mobile",
@@ -297,6 +330,17 @@ pub fn evaluate(seen: &Observed) -> Vec<Row> {
                     )
                 }
                 Evidence::Roster => (seen.roster, "roster get answered".to_string()),
+                Evidence::UploadRoundTrip => (
+                    seen.upload_round_trip,
+                    "slot granted by the urn:xmpp:http:upload:0 service, PUT then GET returned the file".to_string(),
+                ),
+                Evidence::HostMeta { websocket, bosh } => (
+                    (!websocket || seen.websocket) && (!bosh || seen.bosh),
+                    match (websocket, bosh) {
+                        (true, true) => "host-meta lists WebSocket and BOSH endpoints".to_string(),
+                        _ => "/.well-known/host-meta.json answered with connection methods".to_string(),
+                    },
+                ),
                 Evidence::Component => (
                     seen.component,
                     "a component connected and received a message".to_string(),
@@ -407,7 +451,14 @@ pub async fn probe(config: &Config) -> Result<Observed, ProbeError> {
             kind: ListenerKind::C2sDirectTls,
             address: loopback,
         },
+        ListenerConfig {
+            kind: ListenerKind::Http,
+            address: loopback,
+        },
     ];
+    // The operator's public URLs would point elsewhere: the probe uses its own listener.
+    config.upload.public_url = None;
+    config.http.public_url = None;
     let host = config
         .server
         .hosts
@@ -511,6 +562,21 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
         .await?;
     seen.roster =
         roster.attr("type") == Some("result") && roster.get_child("query", ROSTER).is_some();
+    if let Some(http) = running.http.address(ListenerKind::Http) {
+        if let Ok(meta) = http_request(http, "GET", "/.well-known/host-meta.json", &[], b"").await {
+            let text = String::from_utf8_lossy(&meta.1);
+            seen.websocket = meta.0 == 200 && text.contains("urn:xmpp:alt-connections:websocket");
+            seen.bosh = meta.0 == 200 && text.contains("urn:xmpp:alt-connections:xbosh");
+        }
+    }
+    let upload_service = seen
+        .services
+        .iter()
+        .find(|(_, f)| f.contains(NS_UPLOAD))
+        .map(|(jid, _)| jid.clone());
+    if let Some(service) = upload_service {
+        seen.upload_round_trip = upload_round_trip(&mut client, &service).await;
+    }
     let private = Element::builder("query", PRIVATE)
         .append(Element::builder("storage", "storage:bookmarks"))
         .build();
@@ -568,6 +634,93 @@ async fn component_round_trip(
         .ok()
         .flatten()
         .unwrap_or(false)
+}
+
+/// Asks `service` for a slot, PUTs a small file to it and GETs it back.
+async fn upload_round_trip(client: &mut Client, service: &str) -> bool {
+    let content = b"compliance probe";
+    let request = Element::builder("request", NS_UPLOAD)
+        .with_attr("filename", "probe.txt")
+        .with_attr("size", content.len().to_string())
+        .with_attr("content-type", "text/plain")
+        .build();
+    let Ok(answer) = client.iq("get", service, request).await else {
+        return false;
+    };
+    let Some(slot) = answer.get_child("slot", NS_UPLOAD) else {
+        return false;
+    };
+    let url = |name: &str| {
+        slot.get_child(name, NS_UPLOAD)
+            .and_then(|e| e.attr("url"))
+            .map(str::to_owned)
+    };
+    let (Some(put), Some(get)) = (url("put"), url("get")) else {
+        return false;
+    };
+    let split = |u: &str| -> Option<(SocketAddr, String)> {
+        let rest = u.strip_prefix("http://")?;
+        let slash = rest.find('/')?;
+        Some((rest[..slash].parse().ok()?, rest[slash..].to_owned()))
+    };
+    let (Some((put_addr, put_path)), Some((get_addr, get_path))) = (split(&put), split(&get))
+    else {
+        return false;
+    };
+    let len = content.len().to_string();
+    let headers = [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", len.as_str()),
+    ];
+    match http_request(put_addr, "PUT", &put_path, &headers, content).await {
+        Ok((201, _)) => {}
+        _ => return false,
+    }
+    matches!(http_request(get_addr, "GET", &get_path, &[], b"").await, Ok((200, body)) if body == content)
+}
+
+/// One HTTP/1.1 request on a fresh loopback connection: (status, body). Enough for the
+/// probe's own listener, which answers with a length or closes the connection.
+async fn http_request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(address).await?;
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        tcp.write_all(head.as_bytes()).await?;
+        tcp.write_all(body).await?;
+        let mut raw = Vec::new();
+        tcp.take(1 << 20).read_to_end(&mut raw).await?;
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response");
+        let end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(bad)?;
+        let status = std::str::from_utf8(&raw[..end])
+            .ok()
+            .and_then(|h| h.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(bad)?;
+        Ok((status, raw[end + 4..].to_vec()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "HTTP timeout",
+            ))
+        })
 }
 
 fn features(answer: &Element) -> BTreeSet<String> {
