@@ -12,7 +12,9 @@
 #                                STARLING_HTTP_PORT (plaintext HTTP: WebSocket, BOSH), and
 #                                STARLING_COMPONENT_PORT where the component
 #                                $STARLING_COMPONENT_DOMAIN (XEP-0114) may connect with
-#                                $STARLING_COMPONENT_SECRET
+#                                $STARLING_COMPONENT_SECRET, and STARLING_SIP_PORT where the
+#                                SIP gateway (sip.$STARLING_DOMAIN) listens, UDP and TCP, with
+#                                the SIP domain sip.example routed to 127.0.0.1:STARLING_SIPP_PORT
 #   server_stop                  SIGTERM, then waits; fails when the server does not exit by
 #                                itself with status 0 within 10 s (it is then killed)
 #
@@ -59,7 +61,7 @@ listening() {
 }
 
 write_config() {
-    local dir=$1 c2s=$2 tls=$3 http=$4 component=$5
+    local dir=$1 c2s=$2 tls=$3 http=$4 component=$5 sip=$6 sipp=$7
     cat >"$dir/starling.toml" <<EOF
 [server]
 hosts = ["$STARLING_DOMAIN"]
@@ -88,6 +90,15 @@ listen = "127.0.0.1:$component"
 domain = "$STARLING_COMPONENT_DOMAIN"
 secret = "$STARLING_COMPONENT_SECRET"
 
+[sip]
+enabled = true
+listen = "127.0.0.1:$sip"
+
+[[sip.route]]
+domain = "sip.example"
+address = "127.0.0.1:$sipp"
+transport = "udp"
+
 [log]
 level = "${INTEROP_SERVER_LOG:-info}"
 EOF
@@ -108,11 +119,11 @@ create_accounts() {
 }
 
 server_start() {
-    local dir=$1 attempt c2s tls http component
+    local dir=$1 attempt c2s tls http component sip sipp
     mkdir -p "$dir/data"
     for attempt in 1 2 3; do
-        read -r c2s tls http component < <(free_ports 4)
-        write_config "$dir" "$c2s" "$tls" "$http" "$component"
+        read -r c2s tls http component sip sipp < <(free_ports 6)
+        write_config "$dir" "$c2s" "$tls" "$http" "$component" "$sip" "$sipp"
         if [ "$attempt" -eq 1 ]; then
             create_accounts "$dir" || return 1
         fi
@@ -125,6 +136,7 @@ server_start() {
             if listening "$dir" "$c2s" "$tls" "$http"; then
                 export STARLING_C2S_PORT=$c2s STARLING_DIRECT_TLS_PORT=$tls STARLING_HTTP_PORT=$http
                 export STARLING_COMPONENT_PORT=$component
+                export STARLING_SIP_PORT=$sip STARLING_SIPP_PORT=$sipp
                 return 0
             fi
             sleep 0.1
