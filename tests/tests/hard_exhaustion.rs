@@ -244,13 +244,27 @@ async fn subscription_spam_stops_at_the_roster_limit() {
         .collect();
     mallory.send(&spam).await;
     w.chat("during").await;
-    mallory.ping_server().await;
     mallory
         .send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>")
         .await;
-    let roster = mallory
-        .recv_until(|e| e.name() == "iq" && e.attr("id") == Some("roster"))
-        .await;
+    // Each refused request comes back to the sending session as `not-allowed`.
+    let mut refused = Vec::new();
+    let roster = loop {
+        let el = mallory.recv().await;
+        if el.name() == "iq" && el.attr("id") == Some("roster") {
+            break el;
+        }
+        if el.name() == "presence" && el.attr("type") == Some("error") {
+            assert_eq!(
+                stanza_error_condition(&el).as_deref(),
+                Some("not-allowed"),
+                "{el:?}"
+            );
+            refused.push(el.attr("id").unwrap_or_default().to_owned());
+        }
+    };
+    let expected: Vec<String> = (10..30).map(|i| format!("s{i}")).collect();
+    assert_eq!(refused, expected, "refusals reaching the spammer's session");
     let items: Vec<String> = roster
         .get_child("query", "jabber:iq:roster")
         .map(|q| {

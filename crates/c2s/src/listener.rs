@@ -172,7 +172,9 @@ pub async fn start_listeners(server: Arc<Server>, tls: TlsSettings) -> std::io::
     });
     let shared = Shared {
         registration: Arc::new(Registration::default()),
-        sasl_secret: load_or_create_secret(&server.config().server.data_dir.join("sasl-secret"))?,
+        sasl_secret: starling_core::secret::load_or_create(
+            &server.config().server.data_dir.join("sasl-secret"),
+        )?,
         sm_registry: Arc::new(crate::smacks::Registry::default()),
     };
     let mut addresses = Vec::new();
@@ -273,37 +275,4 @@ async fn refuse(mut tcp: TcpStream, kind: ListenerKind) {
         .await;
     }
     let _ = tcp.shutdown().await;
-}
-
-/// The server secret that keys the fake SCRAM salts of unknown users (so that a salt does not
-/// reveal whether an account exists). Kept in the data directory so that the fake salts stay
-/// the same across restarts; created with 32 random bytes, readable by the owner only.
-fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes.into()),
-        Ok(_) => tracing::warn!(path = %path.display(), "SASL secret too short; replacing it"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
-    }
-    use rand::Rng;
-    let secret: [u8; 32] = rand::rng().random();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    let mut f = options.open(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-    })?;
-    f.write_all(&secret)?;
-    f.sync_all()?;
-    Ok(secret.to_vec().into())
 }

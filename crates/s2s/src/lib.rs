@@ -129,7 +129,9 @@ pub async fn start_with(
     resolver: Arc<dyn Resolver>,
 ) -> Result<S2s, StartError> {
     let config = server.config().s2s.clone();
-    let secret = load_or_create_secret(&server.config().server.data_dir.join("dialback-secret"))?;
+    let secret = starling_core::secret::load_or_create(
+        &server.config().server.data_dir.join("dialback-secret"),
+    )?;
     let ctx = Arc::new(Ctx {
         config: config.clone(),
         tls,
@@ -197,38 +199,6 @@ pub(crate) fn renamespace(el: &Element, from: &str, to: &str) -> Element {
         }
     }
     out
-}
-
-/// The dialback secret: 32 random bytes in the data directory, created on first start and
-/// readable by the owner only, so keys survive restarts.
-fn load_or_create_secret(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
-    match std::fs::read(path) {
-        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes.into()),
-        Ok(_) => tracing::warn!(path = %path.display(), "dialback secret too short; replacing it"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
-    }
-    use rand::Rng;
-    let secret: [u8; 32] = rand::rng().random();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    use std::io::Write;
-    let mut f = options.open(path).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-    })?;
-    f.write_all(&secret)?;
-    f.sync_all()?;
-    Ok(secret.to_vec().into())
 }
 
 #[cfg(test)]

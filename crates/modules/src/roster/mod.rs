@@ -316,18 +316,20 @@ impl Roster {
             // One is always subscribed to oneself (§4.2.2); nothing to manage.
             return;
         }
-        // §3.1.2 and others: stamped with the bare JIDs.
-        let mut stanza = stanza.clone();
-        stanza.put_attr("from", user.as_str());
-        stanza.put_attr("to", contact.as_str());
         let result = self.apply_outbound(server, &user, &contact, kind).await;
         let (outcome, pushed) = match result {
             Ok(r) => r,
             Err(e) => {
-                server.bounce_with(&stanza, e).await;
+                // To the sending session itself (its full JID), as it sent the stanza: a
+                // bare-JID error would only reach resources that sent available presence.
+                server.bounce_with(stanza, e).await;
                 return;
             }
         };
+        // §3.1.2 and others: stamped with the bare JIDs.
+        let mut stanza = stanza.clone();
+        stanza.put_attr("from", user.as_str());
+        stanza.put_attr("to", contact.as_str());
         // Pushed before routing: for a local contact, routing may come straight back with
         // an answer that changes the item again, and its push must be the later one.
         if let Some((item, ver)) = pushed {
