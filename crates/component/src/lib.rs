@@ -14,7 +14,7 @@
 //! `from` is in the component's domain, and writes the stanzas queued for it.
 //!
 //! On the wire stanzas live in `jabber:component:accept`; inside the server every stanza is in
-//! `jabber:client`, so the namespace is rewritten at both edges ([`rename_namespace`]).
+//! `jabber:client`, so the namespace is rewritten at both edges (`starling_core::xml::rename_namespace`).
 //! The stream carries no TLS (XEP-0114 defines none): [`ComponentsConfig::listen`] defaults to
 //! loopback.
 
@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use minidom::{Element, Node};
+use minidom::Element;
 use parking_lot::Mutex;
 use sha1::{Digest, Sha1};
 use starling_core::config::{ComponentsConfig, Config};
 use starling_core::module::Module;
 use starling_core::session::{Outbound, SessionHandle};
+use starling_core::xml::rename_namespace;
 use starling_core::Server;
 use starling_proto::error::{
     StanzaErrorCondition as Cond, StreamError, StreamErrorCondition as SE,
@@ -105,25 +106,6 @@ impl Module for Components {
             }
         }
     }
-}
-
-/// Rewrites `el` and its descendants from namespace `from` to `to` (children in other
-/// namespaces, and everything below them, are left alone).
-pub fn rename_namespace(mut el: Element, from: &str, to: &str) -> Element {
-    if el.ns() != from {
-        return el;
-    }
-    let mut out = Element::bare(el.name(), to);
-    *out.attrs_mut() = el.attrs().clone();
-    for node in el.take_nodes() {
-        match node {
-            Node::Element(child) => {
-                out.append_child(rename_namespace(child, from, to));
-            }
-            Node::Text(text) => out.append_text_node(text),
-        }
-    }
-    out
 }
 
 /// The handshake digest of XEP-0114 §3: lowercase hex of SHA-1(stream id + secret).
@@ -404,20 +386,5 @@ mod tests {
             handshake_digest("3BF96D32", "sesame"),
             "7a98dc4c9e92493d7fd66a25364c862637789c45"
         );
-    }
-
-    #[test]
-    fn renaming_leaves_foreign_namespaces_alone() {
-        let el = Element::builder("message", NS_COMPONENT)
-            .append(Element::builder("body", NS_COMPONENT).append("hi"))
-            .append(
-                Element::builder("x", "urn:other").append(Element::builder("body", NS_COMPONENT)),
-            )
-            .build();
-        let out = rename_namespace(el, NS_COMPONENT, ns::CLIENT);
-        assert_eq!(out.ns(), ns::CLIENT);
-        assert_eq!(out.get_child("body", ns::CLIENT).unwrap().text(), "hi");
-        let x = out.get_child("x", "urn:other").unwrap();
-        assert!(x.get_child("body", NS_COMPONENT).is_some());
     }
 }

@@ -32,7 +32,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use minidom::{Element, Node};
+use minidom::Element;
 use parking_lot::Mutex;
 use starling_core::Server;
 use starling_proto::framer::{Limits, StreamEvent};
@@ -224,22 +224,7 @@ fn xml_response(body: String) -> Response {
 /// client stanzas (XEP-0206 §6 asks for an explicit `jabber:client`, Prosody and ejabberd
 /// accept both).
 fn to_client_ns(el: Element) -> Element {
-    if el.ns() != NS_HTTPBIND {
-        return el;
-    }
-    let mut out = Element::builder(el.name(), ns::CLIENT).build();
-    for ((attr_ns, name), value) in el.attrs().iter() {
-        out.set_attr(attr_ns.clone(), name.clone(), value.clone());
-    }
-    for node in el.nodes() {
-        match node {
-            Node::Element(child) => {
-                out.append_child(to_client_ns(child.clone()));
-            }
-            Node::Text(t) => out.append_text(t.clone()),
-        }
-    }
-    out
+    starling_core::xml::rename_namespace(el, NS_HTTPBIND, ns::CLIENT)
 }
 
 /// `POST bosh_path`.

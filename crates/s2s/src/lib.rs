@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use minidom::{Element, Node};
 use parking_lot::Mutex;
 use starling_core::config::{S2sConfig, S2sPolicy};
 use starling_core::Server;
@@ -184,41 +183,9 @@ pub(crate) fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A copy of `el` with every element in namespace `from` moved to `to`: stanzas travel in
-/// `jabber:server` between servers and in `jabber:client` inside ours.
-pub(crate) fn renamespace(el: &Element, from: &str, to: &str) -> Element {
-    let target = if el.ns() == from { to } else { &el.ns() };
-    let mut out = Element::builder(el.name(), target).build();
-    *out.attrs_mut() = el.attrs().clone();
-    for node in el.nodes() {
-        match node {
-            Node::Element(child) if child.ns() == from => {
-                out.append_node(Node::Element(renamespace(child, from, to)))
-            }
-            other => out.append_node(other.clone()),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn renamespace_moves_stanza_and_same_namespace_children_only() {
-        let el: Element = "<message xmlns='jabber:client' to='b@b.test' type='chat'><body>hi</body><x xmlns='urn:x'><body xmlns='jabber:client'/></x></message>"
-            .parse()
-            .unwrap();
-        let out = renamespace(&el, ns::CLIENT, ns::SERVER);
-        assert!(out.is("message", ns::SERVER));
-        assert_eq!(out.attr("to"), Some("b@b.test"));
-        assert!(out.get_child("body", ns::SERVER).is_some());
-        // Foreign payloads (forwarded messages in carbons, MAM) keep their inner namespaces.
-        let x = out.get_child("x", "urn:x").unwrap();
-        assert!(x.get_child("body", ns::CLIENT).is_some());
-        assert_eq!(renamespace(&out, ns::SERVER, ns::CLIENT), el);
-    }
 
     #[test]
     fn header_declares_dialback() {

@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use crate::connector::{self, Stream};
 use crate::dialback::{self, NS_DB, NS_FEATURE};
 use crate::transport::Transport;
-use crate::{renamespace, Ctx};
+use crate::Ctx;
+use starling_core::xml::rename_namespace;
 
 /// Binds a listener and starts its accept loop.
 pub(crate) async fn bind(
@@ -638,7 +639,7 @@ impl Inbound {
             ));
         }
         self.throttle().await;
-        let stanza = renamespace(&el, ns::SERVER, ns::CLIENT);
+        let stanza = rename_namespace(el, ns::SERVER, ns::CLIENT);
         self.server.route(stanza).await;
         Ok(())
     }

@@ -21,7 +21,8 @@ use starling_proto::{ns, writer};
 use tokio::sync::mpsc;
 
 use crate::connector::{self, ConnectError};
-use crate::{renamespace, Ctx};
+use crate::Ctx;
+use starling_core::xml::rename_namespace;
 
 type Key = (String, String);
 
@@ -153,10 +154,10 @@ async fn run_stream(
         tokio::select! {
             next = rx.recv() => {
                 let Some(stanza) = next else { break };
-                stream.queue(&renamespace(&stanza, ns::CLIENT, ns::SERVER));
+                stream.queue(&rename_namespace(stanza, ns::CLIENT, ns::SERVER));
                 // Write everything already waiting in one flush.
                 while let Ok(more) = rx.try_recv() {
-                    stream.queue(&renamespace(&more, ns::CLIENT, ns::SERVER));
+                    stream.queue(&rename_namespace(more, ns::CLIENT, ns::SERVER));
                 }
                 if let Err(e) = stream.flush().await {
                     tracing::info!(%local, %remote, error = %e, "outbound s2s stream failed");
