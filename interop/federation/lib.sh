@@ -4,7 +4,11 @@
 # from a test CA made here by openssl, then federation/im_check.py (slixmpp) with a user on
 # each side.
 #
-#   federation/lib.sh PEER MODE     PEER: prosody | ejabberd    MODE: certs | dialback
+#   federation/lib.sh PEER MODE [CHECK]
+#       PEER: prosody | ejabberd    MODE: certs | dialback
+#       CHECK: im (default: im_check.py) | muc (muc_check.py: the peer's user joins a room
+#              on Starling's conference.starling.example, which the DNS stub and Starling's
+#              certificate also cover)
 #
 # certs:    both servers trust the test CA and insist on valid certificates (Starling
 #           policy "verify", Prosody s2s_secure_auth): streams authenticate with SASL
@@ -19,7 +23,7 @@
 # PYTHON. Exit status 0 when the test passed.
 set -euo pipefail
 
-PEER=$1 MODE=$2
+PEER=$1 MODE=$2 CHECK=${3:-im}
 HERE=$(cd "$(dirname "$0")" && pwd)
 FED_DIR=$(mktemp -d "${TMPDIR:-/tmp}/starling-fed.XXXXXX")
 PIDS=()
@@ -75,19 +79,21 @@ make_ca() { # NAME FILEBASE
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -keyout "$FED_DIR/$2.key" -out "$FED_DIR/$2.pem" 2>>"$FED_DIR/openssl.log"
 }
-issue() { # DOMAIN
-    local d=$1
+issue() { # DOMAIN [MORE_DNS_NAMES...]
+    local d=$1 san="DNS:$1" more
+    shift
+    for more in "$@"; do san="$san,DNS:$more"; done
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$d" \
         -keyout "$FED_DIR/$d.key" -out "$FED_DIR/$d.csr" 2>>"$FED_DIR/openssl.log"
-    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
-        "$d" >"$FED_DIR/$d.ext"
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
+        "$san" >"$FED_DIR/$d.ext"
     openssl x509 -req -in "$FED_DIR/$d.csr" -CA "$FED_DIR/ca.pem" -CAkey "$FED_DIR/ca.key" \
         -CAcreateserial -days 2 -extfile "$FED_DIR/$d.ext" -out "$FED_DIR/$d.crt" \
         2>>"$FED_DIR/openssl.log"
 }
 make_ca "Federation Test CA" ca || fail "openssl CA"
 make_ca "Unrelated CA" other || fail "openssl CA"
-issue "$STARLING_DOMAIN" || fail "openssl certificate"
+issue "$STARLING_DOMAIN" "conference.$STARLING_DOMAIN" || fail "openssl certificate"
 issue "$PEER_DOMAIN" || fail "openssl certificate"
 if [ "$MODE" = certs ]; then TRUST=$FED_DIR/ca.pem; else TRUST=$FED_DIR/other.pem; fi
 # Clients always verify the servers with the test CA.
@@ -117,6 +123,8 @@ SRV_TARGET=$STARLING_DOMAIN
 python3 "$HERE/dns_stub.py" "$DNS_IP" 53 \
     "A:$STARLING_DOMAIN:127.0.0.1" \
     "SRV:_xmpp-server._tcp.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
+    "A:conference.$STARLING_DOMAIN:127.0.0.1" \
+    "SRV:_xmpp-server._tcp.conference.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
     >"$FED_DIR/dns.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
@@ -174,8 +182,9 @@ source "$HERE/$PEER.sh"
 
 # --- the test --------------------------------------------------------------------------------
 status=0
-timeout --kill-after=5 60 "$PYTHON" "$HERE/im_check.py" >"$FED_DIR/test.log" 2>&1 || status=$?
-[ "$status" -eq 0 ] || fail "im_check.py failed (status $status)"
+timeout --kill-after=5 60 "$PYTHON" "$HERE/${CHECK}_check.py" >"$FED_DIR/test.log" 2>&1 ||
+    status=$?
+[ "$status" -eq 0 ] || fail "${CHECK}_check.py failed (status $status)"
 cat "$FED_DIR/test.log"
 if grep -q "panicked at" "$FED_DIR/starling.log"; then fail "Starling panicked"; fi
 # Which authentication the streams used, as Starling saw it.
@@ -196,4 +205,4 @@ for _ in $(seq 1 100); do
 done
 kill -0 "$STARLING_PID" 2>/dev/null && fail "Starling did not stop within 10 s of SIGTERM"
 wait "$STARLING_PID" || fail "Starling exited with status $? after SIGTERM"
-echo "federation: $PEER $MODE ok"
+echo "federation: $PEER $MODE $CHECK ok"

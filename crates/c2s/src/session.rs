@@ -174,12 +174,12 @@ impl Session {
                 reason = close_signal.closed() => return Exit::Error(reason),
                 req = next_resume(&mut self.resume_rx) => return Exit::Replaced(Box::new(req)),
                 out = inbox.rx.recv() => {
-                    let Some(starling_core::Outbound::Stanza(el)) = out else { return Exit::Broken };
-                    self.write_stanza(el);
+                    let Some(out) = out else { return Exit::Broken };
+                    self.write_outbound(out);
                     let mut n = 1;
                     while n < WRITE_BATCH {
                         match inbox.rx.try_recv() {
-                            Ok(starling_core::Outbound::Stanza(el)) => { self.write_stanza(el); n += 1; }
+                            Ok(out) => { self.write_outbound(out); n += 1; }
                             Err(_) => break,
                         }
                     }
@@ -244,6 +244,20 @@ impl Session {
     }
 
     /// Queues one outbound stanza, keeping it for acknowledgement under stream management.
+    fn write_outbound(&mut self, out: starling_core::Outbound) {
+        match out {
+            starling_core::Outbound::Stanza(el) => self.write_stanza(el),
+            // Serialised once for all the sessions it goes to; only stream management's
+            // resend queue needs an element of its own.
+            starling_core::Outbound::Shared(shared, to) => {
+                self.stream.queue_with(|buf| shared.write_to(&to, buf));
+                if let Some(sm) = self.sm.as_mut() {
+                    sm.on_sent(shared.addressed(&to));
+                }
+            }
+        }
+    }
+
     fn write_stanza(&mut self, el: Element) {
         self.stream.queue(&el);
         if let Some(sm) = self.sm.as_mut() {
@@ -437,8 +451,8 @@ impl Session {
         if !leftovers.is_empty() {
             tracing::info!(%jid, unacked = leftovers.len(), "re-routing unacknowledged stanzas");
         }
-        while let Ok(starling_core::Outbound::Stanza(el)) = inbox.rx.try_recv() {
-            leftovers.push(el);
+        while let Ok(out) = inbox.rx.try_recv() {
+            leftovers.push(out.into_element());
         }
         if self.available {
             let unavailable = Element::builder("presence", ns::CLIENT)

@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 use sha1::{Digest, Sha1};
 use starling_core::config::{ComponentsConfig, Config};
 use starling_core::module::Module;
-use starling_core::session::{Outbound, SessionHandle};
+use starling_core::session::SessionHandle;
 use starling_core::xml::rename_namespace;
 use starling_core::Server;
 use starling_proto::error::{
@@ -225,12 +225,13 @@ async fn connection(
             _ = shutdown.cancelled() => break Some(StreamError::new(SE::SystemShutdown)),
             reason = close_signal.closed() => break Some(reason),
             out = inbox.rx.recv() => {
-                let Some(Outbound::Stanza(el)) = out else { break None };
-                stream.queue(&rename_namespace(el, ns::CLIENT, NS_COMPONENT));
+                let Some(out) = out else { break None };
+                stream.queue(&rename_namespace(out.into_element(), ns::CLIENT, NS_COMPONENT));
                 let mut n = 1;
                 while n < WRITE_BATCH {
                     match inbox.rx.try_recv() {
-                        Ok(Outbound::Stanza(el)) => {
+                        Ok(out) => {
+                            let el = out.into_element();
                             stream.queue(&rename_namespace(el, ns::CLIENT, NS_COMPONENT));
                             n += 1;
                         }
@@ -269,7 +270,8 @@ async fn connection(
         }
     }
     inbox.rx.close();
-    while let Ok(Outbound::Stanza(el)) = inbox.rx.try_recv() {
+    while let Ok(out) = inbox.rx.try_recv() {
+        let el = out.into_element();
         if el.name() != "presence" {
             server.bounce(&el, Cond::ServiceUnavailable).await;
         }

@@ -17,4 +17,4 @@ pub use config::Config;
 pub use module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 pub use router::Router;
 pub use server::{RemoteRoute, Server};
-pub use session::{Outbound, SessionHandle};
+pub use session::{Outbound, SessionHandle, SharedStanza};

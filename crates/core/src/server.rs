@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 use crate::router::Router;
-use crate::session::SessionHandle;
+use crate::session::{SessionHandle, SharedStanza};
 use crate::xml::BuilderExt;
 
 /// Where stanzas for domains that are neither ours nor served by a module go: the
@@ -428,6 +428,33 @@ impl Server {
             }
         }
         session.deliver(stanza).is_ok()
+    }
+
+    /// Queues a stanza serialised once for many sessions ([`SharedStanza`]) for one of them,
+    /// addressed to `full`, after the [`Hook::Delivery`] filters: like [`Self::deliver_to`].
+    /// The filters see the unaddressed element and `full` as the session; one that keeps the
+    /// stanza (returns [`Outcome::Consumed`] and holds it) must address its copy.
+    pub async fn deliver_shared_to(
+        &self,
+        session: &SessionHandle,
+        full: &Jid,
+        stanza: &Arc<SharedStanza>,
+    ) -> bool {
+        if self.hook_table.contains_key(&Hook::Delivery) {
+            let ctx = HookContext {
+                session: Some(full),
+                ..HookContext::default()
+            };
+            match self
+                .run_hooks(stanza.element(), Hook::Delivery, ctx)
+                .await
+            {
+                Outcome::Pass => {}
+                Outcome::Handled => return false,
+                Outcome::Consumed => return true,
+            }
+        }
+        session.deliver_shared(stanza.clone(), full.clone()).is_ok()
     }
 
     /// Routes a stanza sent by a local client: [`Hook::Outbound`] first, then the

@@ -11,6 +11,9 @@ use std::sync::Arc;
 use minidom::Element;
 use parking_lot::Mutex;
 use starling_proto::error::{StreamError, StreamErrorCondition};
+use starling_proto::jid::Jid;
+
+use crate::xml::ElementExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +24,68 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 pub enum Outbound {
     /// A stanza to write to the client, already addressed.
     Stanza(Element),
+    /// One stanza serialised once for many sessions (a MUC message fanned out to N
+    /// occupants), with this session's address.
+    Shared(Arc<SharedStanza>, Jid),
+}
+
+impl Outbound {
+    /// The stanza as an element, addressed; copies a shared stanza (the slow path: stream
+    /// management's resend queue, rerouting what a closing session still held).
+    pub fn into_element(self) -> Element {
+        match self {
+            Outbound::Stanza(el) => el,
+            Outbound::Shared(shared, to) => shared.addressed(&to),
+        }
+    }
+}
+
+/// A stanza serialised once and written to many sessions, each with its own `to`: the hot
+/// path of MUC fan-out (issue 9: "serialised once, written N times"). The bytes are the
+/// writer's serialisation of the unaddressed element, split after the element's name, so a
+/// session writes `head`, its ` to='…'` and `tail` without walking the tree again; queues hold
+/// an `Arc` of it rather than N copies of the element.
+#[derive(Debug)]
+pub struct SharedStanza {
+    element: Element,
+    head: Box<[u8]>,
+    tail: Box<[u8]>,
+}
+
+impl SharedStanza {
+    /// Serialises `element`; a `to` it carries is removed (each session adds its own).
+    pub fn new(mut element: Element) -> SharedStanza {
+        element.remove_attr("to");
+        let mut bytes = Vec::with_capacity(256);
+        starling_proto::writer::write_element(&element, &mut bytes);
+        let split = 1 + element.name().len();
+        let tail = bytes.split_off(split).into_boxed_slice();
+        SharedStanza {
+            element,
+            head: bytes.into_boxed_slice(),
+            tail,
+        }
+    }
+
+    /// The unaddressed element (what delivery filters look at).
+    pub fn element(&self) -> &Element {
+        &self.element
+    }
+
+    /// A copy of the element addressed to `to`.
+    pub fn addressed(&self, to: &Jid) -> Element {
+        let mut el = self.element.clone();
+        el.put_attr("to", to.as_str());
+        el
+    }
+
+    /// Appends the stanza addressed to `to`, as [`starling_proto::writer::write_element`]
+    /// would have written the addressed element (attribute order aside).
+    pub fn write_to(&self, to: &Jid, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.head);
+        starling_proto::writer::write_attribute(out, "to", to.as_str());
+        out.extend_from_slice(&self.tail);
+    }
 }
 
 /// Why delivery to a session failed.
@@ -93,7 +158,11 @@ impl SessionHandle {
 
     /// Queues a stanza without waiting. A full queue closes the session as a slow consumer.
     pub fn deliver(&self, stanza: Element) -> Result<(), DeliveryError> {
-        match self.tx.try_send(Outbound::Stanza(stanza)) {
+        self.send(Outbound::Stanza(stanza))
+    }
+
+    fn send(&self, out: Outbound) -> Result<(), DeliveryError> {
+        match self.tx.try_send(out) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
@@ -108,6 +177,15 @@ impl SessionHandle {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
         }
+    }
+
+    /// Queues a shared stanza for this session, addressed to `to`: like [`Self::deliver`].
+    pub fn deliver_shared(
+        &self,
+        stanza: Arc<SharedStanza>,
+        to: Jid,
+    ) -> Result<(), DeliveryError> {
+        self.send(Outbound::Shared(stanza, to))
     }
 
     /// How many more stanzas the queue takes right now; lets a producer of many stanzas
@@ -197,6 +275,35 @@ impl CloseSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_stanza_bytes_are_the_addressed_element() {
+        let el: Element = "<message xmlns='jabber:client' from='room@muc.example/n&amp;ck' \
+            type='groupchat' to='old@example'><body>a &lt; b</body>\
+            <x xmlns='urn:example'><y/></x></message>"
+            .parse()
+            .unwrap();
+        let shared = SharedStanza::new(el);
+        assert_eq!(shared.element().attr("to"), None);
+        let to = Jid::parse("obrien@example/o'r\"&<1").unwrap();
+        let mut bytes = Vec::new();
+        shared.write_to(&to, &mut bytes);
+        let text = String::from_utf8(bytes).unwrap();
+        let parsed: Element = text.parse().expect("well-formed");
+        let expected = shared.addressed(&to);
+        assert_eq!(parsed, expected, "{text}");
+        assert_eq!(parsed.attr("to"), Some(to.as_str()));
+        // The same bytes serve a second session with its own address.
+        let other = Jid::parse("b@example/x").unwrap();
+        let mut second = Vec::new();
+        shared.write_to(&other, &mut second);
+        let parsed: Element = String::from_utf8(second).unwrap().parse().unwrap();
+        assert_eq!(parsed.attr("to"), Some("b@example/x"));
+        assert_eq!(
+            Outbound::Shared(Arc::new(shared), other).into_element(),
+            parsed
+        );
+    }
 
     #[tokio::test]
     async fn full_queue_closes_the_session() {

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use minidom::Element;
 use parking_lot::Mutex;
+use starling_core::xml::ElementExt;
 use starling_core::{Hook, HookContext, Module, Outcome, Server, SessionEvent, SessionHandle};
 use starling_proto::jid::Jid;
 use starling_proto::ns;
@@ -125,7 +126,13 @@ impl Module for Csi {
         if buffer.is_full_for(&sender) {
             buffer.flush(&session);
         }
-        buffer.hold(sender, stanza.clone());
+        let mut copy = stanza.clone();
+        if copy.attr("to").is_none() {
+            // A stanza serialised once for many sessions comes unaddressed
+            // (`Server::deliver_shared_to`); the held copy is this session's.
+            copy.put_attr("to", full.as_str());
+        }
+        buffer.hold(sender, copy);
         Outcome::Handled
     }
 

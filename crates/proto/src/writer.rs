@@ -156,6 +156,13 @@ fn write_inner(
     scope.prefixes.truncate(scope_mark);
 }
 
+/// Appends ` name='value'`, the value escaped as [`write_element`] escapes attribute values.
+/// With [`write_element`] it lets a caller splice one attribute into bytes serialised once
+/// (the MUC fan-out writes one serialised message to many recipients, each with its `to`).
+pub fn write_attribute(out: &mut Vec<u8>, name: &str, value: &str) {
+    attr(out, name, value);
+}
+
 fn attr(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b' ');
     out.extend_from_slice(name.as_bytes());

@@ -168,6 +168,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
         starling_proto::writer::write_element(el, &mut self.write_buf);
     }
 
+    /// Lets `write` append already-serialised XML to the output buffer (a stanza serialised
+    /// once for many streams, [`starling_proto::writer::write_attribute`]).
+    pub fn queue_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.write_buf);
+    }
+
     /// Appends raw, already-serialised XML (stream headers, the closing tag).
     pub fn queue_raw(&mut self, xml: &str) {
         self.write_buf.extend_from_slice(xml.as_bytes());

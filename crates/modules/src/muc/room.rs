@@ -13,10 +13,11 @@
 //! the per-session delivery filters), remote ones through [`Server::route`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use minidom::Element;
 use starling_core::xml::{BuilderExt, ElementExt};
-use starling_core::Server;
+use starling_core::{Server, SharedStanza};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
 use starling_proto::{ns, writer};
@@ -128,6 +129,18 @@ pub async fn deliver(server: &Server, el: Element, fast: bool) {
         }
     }
     server.route(el).await;
+}
+
+/// Sends a stanza serialised once to `to`: straight to a local session, or as an element of
+/// its own through the router.
+async fn deliver_shared(server: &Server, shared: &Arc<SharedStanza>, to: &Jid) {
+    if to.resource().is_some() && server.config().is_local_host(to.domain()) {
+        if let Some(s) = server.router().session(to) {
+            server.deliver_shared_to(&s, to, shared).await;
+        }
+        return;
+    }
+    server.route(shared.addressed(to)).await;
 }
 
 /// Sends an error reply to `stanza`'s sender.
@@ -417,13 +430,14 @@ impl Room {
         self.fan_out(server, &msg).await;
     }
 
-    /// Sends `msg` (no `to`) to every session of every occupant.
+    /// Sends `msg` (no `to`) to every session of every occupant. The hot path of a room: the
+    /// message is serialised once and the same bytes are queued for every local session
+    /// ([`SharedStanza`]); only remote occupants get an element of their own.
     pub async fn fan_out(&self, server: &Server, msg: &Element) {
+        let shared = Arc::new(SharedStanza::new(msg.clone()));
         for o in self.occupants.values() {
             for s in &o.sessions {
-                let mut c = msg.clone();
-                c.put_attr("to", s.as_str());
-                deliver(server, c, true).await;
+                deliver_shared(server, &shared, s).await;
             }
         }
     }
@@ -1331,4 +1345,67 @@ fn no_store(m: &Element) -> bool {
     m.children().any(|c| {
         (c.name() == "no-store" || c.name() == "no-permanent-store") && c.ns() == "urn:xmpp:hints"
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use starling_core::config::ResourceConflict;
+    use starling_core::{Config, Outbound, SessionHandle};
+
+    /// Issue 9: a message to a room is serialised once; every local session's queue gets the
+    /// same bytes (one `Arc`), addressed on the way out.
+    #[tokio::test]
+    async fn fan_out_queues_one_serialisation_for_every_session() {
+        let config = Config::default();
+        let storage = starling_storage::open("sqlite::memory:").await.unwrap();
+        let server = Server::new(Arc::new(config.clone()), storage, vec![]).unwrap();
+        let svc = Service::new(&config);
+        let host = config.server.hosts[0].clone();
+        let mut room = Room::absent(Jid::parse(&format!("r@conference.{host}")).unwrap(), &svc);
+        let mut inboxes = Vec::new();
+        for i in 0..3 {
+            let full = Jid::parse(&format!("u{i}@{host}/res")).unwrap();
+            let (handle, inbox) = SessionHandle::new(8);
+            server
+                .router()
+                .bind(&full, handle, ResourceConflict::RefuseNew, 10)
+                .unwrap();
+            room.occupants.insert(
+                format!("nick{i}"),
+                Occupant {
+                    real: full.bare(),
+                    sessions: vec![full.clone()],
+                    role: Role::Participant,
+                    payload: Vec::new(),
+                },
+            );
+            inboxes.push((full, inbox));
+        }
+        let msg: Element = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{}'><body>hi</body></message>",
+            room.nick_jid("nick0")
+        )
+        .parse()
+        .unwrap();
+        room.fan_out(&server, &msg).await;
+
+        let mut first: Option<Arc<SharedStanza>> = None;
+        for (full, mut inbox) in inboxes {
+            let Ok(Outbound::Shared(shared, to)) = inbox.rx.try_recv() else {
+                panic!("{full}: no shared stanza queued");
+            };
+            assert_eq!(to, full);
+            if let Some(f) = &first {
+                assert!(Arc::ptr_eq(f, &shared), "serialised more than once");
+            }
+            let mut bytes = Vec::new();
+            shared.write_to(&to, &mut bytes);
+            let got: Element = String::from_utf8(bytes).unwrap().parse().unwrap();
+            assert_eq!(got.attr("to"), Some(full.as_str()));
+            assert_eq!(got.get_child("body", ns::CLIENT).map(|b| b.text()), Some("hi".into()));
+            first = Some(shared);
+            assert!(inbox.rx.try_recv().is_err(), "one stanza per session");
+        }
+    }
 }
