@@ -445,10 +445,7 @@ impl Server {
                 session: Some(full),
                 ..HookContext::default()
             };
-            match self
-                .run_hooks(stanza.element(), Hook::Delivery, ctx)
-                .await
-            {
+            match self.run_hooks(stanza.element(), Hook::Delivery, ctx).await {
                 Outcome::Pass => {}
                 Outcome::Handled => return false,
                 Outcome::Consumed => return true,

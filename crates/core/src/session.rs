@@ -180,11 +180,7 @@ impl SessionHandle {
     }
 
     /// Queues a shared stanza for this session, addressed to `to`: like [`Self::deliver`].
-    pub fn deliver_shared(
-        &self,
-        stanza: Arc<SharedStanza>,
-        to: Jid,
-    ) -> Result<(), DeliveryError> {
+    pub fn deliver_shared(&self, stanza: Arc<SharedStanza>, to: Jid) -> Result<(), DeliveryError> {
         self.send(Outbound::Shared(stanza, to))
     }
 

@@ -308,14 +308,16 @@ impl Room {
         let shown_role = if unavailable { Role::None } else { role };
         let broadcast = unavailable || self.config.broadcasts(role);
         if broadcast {
-            let mut variants: [Option<Element>; 2] = [None, None];
+            // At most two serialisations (with and without the real JID), each written to
+            // every session that gets it.
+            let mut variants: [Option<Arc<SharedStanza>>; 2] = [None, None];
             for (onick, o) in &self.occupants {
                 if onick == nick {
                     continue;
                 }
                 let with_jid = self.sees_jids(o.role);
                 let base = variants[usize::from(with_jid)].get_or_insert_with(|| {
-                    self.presence_of(
+                    Arc::new(SharedStanza::new(self.presence_of(
                         nick,
                         real,
                         full,
@@ -326,12 +328,10 @@ impl Room {
                         with_jid,
                         extra,
                         &[],
-                    )
+                    )))
                 });
                 for s in &o.sessions {
-                    let mut c = base.clone();
-                    c.put_attr("to", s.as_str());
-                    deliver(server, c, true).await;
+                    deliver_shared(server, base, s).await;
                 }
             }
         }
@@ -1403,7 +1403,10 @@ mod tests {
             shared.write_to(&to, &mut bytes);
             let got: Element = String::from_utf8(bytes).unwrap().parse().unwrap();
             assert_eq!(got.attr("to"), Some(full.as_str()));
-            assert_eq!(got.get_child("body", ns::CLIENT).map(|b| b.text()), Some("hi".into()));
+            assert_eq!(
+                got.get_child("body", ns::CLIENT).map(|b| b.text()),
+                Some("hi".into())
+            );
             first = Some(shared);
             assert!(inbox.rx.try_recv().is_err(), "one stanza per session");
         }
