@@ -247,12 +247,12 @@ impl Session {
     fn write_outbound(&mut self, out: starling_core::Outbound) {
         match out {
             starling_core::Outbound::Stanza(el) => self.write_stanza(el),
-            // Serialised once for all the sessions it goes to; only stream management's
-            // resend queue needs an element of its own.
+            // Serialised once for all the sessions it goes to; stream management keeps the
+            // shared stanza too, and copies it only to send it again.
             starling_core::Outbound::Shared(shared, to) => {
                 self.stream.queue_with(|buf| shared.write_to(&to, buf));
                 if let Some(sm) = self.sm.as_mut() {
-                    sm.on_sent(shared.addressed(&to));
+                    sm.on_sent(starling_core::Outbound::Shared(shared, to));
                 }
             }
         }
@@ -261,7 +261,7 @@ impl Session {
     fn write_stanza(&mut self, el: Element) {
         self.stream.queue(&el);
         if let Some(sm) = self.sm.as_mut() {
-            sm.on_sent(el);
+            sm.on_sent(starling_core::Outbound::Stanza(el));
         }
     }
 

@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use minidom::Element;
 use parking_lot::Mutex;
 use starling_core::xml::BuilderExt;
+use starling_core::Outbound;
 use starling_proto::jid::Jid;
 use starling_proto::ns;
 use starling_stream::XmlStream;
@@ -31,7 +32,9 @@ pub(crate) const NS_SM: &str = "urn:xmpp:sm:3";
 /// One stanza written to the client and not yet acknowledged.
 #[derive(Debug)]
 struct Sent {
-    stanza: Element,
+    /// As queued for the session: a stanza shared with other sessions (MUC fan-out) stays
+    /// shared here too and becomes an element of its own only if it must be sent again.
+    stanza: Outbound,
     /// When it was first written (epoch ms), for the `<delay/>` added on retransmission.
     at_ms: i64,
 }
@@ -122,7 +125,7 @@ impl SmState {
     }
 
     /// Records a stanza written to the client.
-    pub(crate) fn on_sent(&mut self, stanza: Element) {
+    pub(crate) fn on_sent(&mut self, stanza: Outbound) {
         self.unacked.push_back(Sent {
             stanza,
             at_ms: now_ms(),
@@ -168,7 +171,10 @@ impl SmState {
         self.unacked
             .iter()
             .map(|s| {
-                let mut el = s.stanza.clone();
+                let mut el = match &s.stanza {
+                    Outbound::Stanza(el) => el.clone(),
+                    Outbound::Shared(shared, to) => shared.addressed(to),
+                };
                 if el.name() == "message" && el.get_child("delay", ns::DELAY).is_none() {
                     el.append_child(
                         Element::builder("delay", ns::DELAY)
@@ -186,7 +192,10 @@ impl SmState {
     /// session's exit path to re-route.
     pub(crate) fn take_unacked(&mut self) -> Vec<Element> {
         self.acked = self.send_count();
-        self.unacked.drain(..).map(|s| s.stanza).collect()
+        self.unacked
+            .drain(..)
+            .map(|s| s.stanza.into_element())
+            .collect()
     }
 }
 
@@ -329,7 +338,7 @@ mod tests {
     fn acks_drop_what_they_cover() {
         let mut sm = SmState::new(None);
         for i in 0..5 {
-            sm.on_sent(msg(i));
+            sm.on_sent(Outbound::Stanza(msg(i)));
         }
         assert_eq!(sm.send_count(), 5);
         assert_eq!(sm.on_ack(2), Ok(2));
@@ -346,7 +355,7 @@ mod tests {
     #[test]
     fn ack_beyond_what_was_sent_is_too_high() {
         let mut sm = SmState::new(None);
-        sm.on_sent(msg(0));
+        sm.on_sent(Outbound::Stanza(msg(0)));
         assert_eq!(
             sm.on_ack(2),
             Err(TooHigh {
@@ -378,7 +387,7 @@ mod tests {
         sm.on_handled();
         assert_eq!(sm.handled(), 1);
         for i in 0..6 {
-            sm.on_sent(msg(i));
+            sm.on_sent(Outbound::Stanza(msg(i)));
         }
         // Sent numbers: MAX-1, MAX, 0, 1, 2, 3.
         assert_eq!(sm.send_count(), 3);
@@ -401,12 +410,31 @@ mod tests {
     fn one_ack_request_at_a_time() {
         let mut sm = SmState::new(None);
         assert!(!sm.should_request_ack());
-        sm.on_sent(msg(0));
+        sm.on_sent(Outbound::Stanza(msg(0)));
         assert!(sm.should_request_ack());
-        sm.on_sent(msg(1));
+        sm.on_sent(Outbound::Stanza(msg(1)));
         assert!(!sm.should_request_ack());
         sm.on_ack(1).unwrap();
         assert!(sm.should_request_ack());
+    }
+
+    #[test]
+    fn shared_stanzas_are_kept_shared_and_addressed_when_sent_again() {
+        let mut sm = SmState::new(None);
+        let shared = std::sync::Arc::new(starling_core::SharedStanza::new(
+            "<message xmlns='jabber:client' type='groupchat' from='r@muc.example/n'>\
+             <body>x</body></message>"
+                .parse()
+                .unwrap(),
+        ));
+        let to = Jid::parse("alice@example.org/phone").unwrap();
+        sm.on_sent(Outbound::Shared(shared.clone(), to.clone()));
+        let again = sm.retransmission("example.org");
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attr("to"), Some(to.as_str()));
+        assert!(again[0].get_child("delay", ns::DELAY).is_some());
+        let left = sm.take_unacked();
+        assert_eq!(left, vec![shared.addressed(&to)]);
     }
 
     #[test]
