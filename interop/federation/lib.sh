@@ -4,13 +4,16 @@
 # from a test CA made here by openssl, then federation/im_check.py (slixmpp) with a user on
 # each side.
 #
-#   federation/lib.sh PEER MODE     PEER: prosody | ejabberd    MODE: certs | dialback
+#   federation/lib.sh PEER MODE     PEER: prosody | ejabberd    MODE: certs | dialback | bidi
 #
 # certs:    both servers trust the test CA and insist on valid certificates (Starling
 #           policy "verify", Prosody s2s_secure_auth): streams authenticate with SASL
-#           EXTERNAL.
+#           EXTERNAL. One stream per direction (the peer does not offer XEP-0288).
 # dialback: both trust only an unrelated CA, so no certificate verifies; Starling's policy is
 #           "dialback" and the peer allows it: streams authenticate with Server Dialback.
+# bidi:     certs, and the peer offers bidirectional streams (XEP-0288; Prosody's bundled
+#           mod_s2s_bidi): Starling's one outbound stream carries the peer's stanzas too, and
+#           the peer never opens a stream to Starling.
 #
 # Name resolution never touches the machine's resolver: Starling reaches the peer through a
 # static route; the peer asks dns_stub.py on 127.0.0.9:53 (Prosody: a private resolv.conf
@@ -89,7 +92,11 @@ make_ca "Federation Test CA" ca || fail "openssl CA"
 make_ca "Unrelated CA" other || fail "openssl CA"
 issue "$STARLING_DOMAIN" || fail "openssl certificate"
 issue "$PEER_DOMAIN" || fail "openssl certificate"
-if [ "$MODE" = certs ]; then TRUST=$FED_DIR/ca.pem; else TRUST=$FED_DIR/other.pem; fi
+case "$MODE" in
+certs | bidi) TRUST=$FED_DIR/ca.pem ;;
+dialback) TRUST=$FED_DIR/other.pem ;;
+*) fail "unknown mode $MODE" ;;
+esac
 # Clients always verify the servers with the test CA.
 export FED_CA=$FED_DIR/ca.pem
 
@@ -126,7 +133,7 @@ done
 grep -q "^dns_stub: ready" "$FED_DIR/dns.log" || fail "the DNS stub did not start"
 
 # --- Starling --------------------------------------------------------------------------------
-if [ "$MODE" = certs ]; then POLICY=verify; else POLICY=dialback; fi
+if [ "$MODE" = dialback ]; then POLICY=dialback; else POLICY=verify; fi
 mkdir -p "$FED_DIR/starling"
 cat >"$FED_DIR/starling.toml" <<TOML
 [server]
@@ -179,11 +186,21 @@ timeout --kill-after=5 60 "$PYTHON" "$HERE/im_check.py" >"$FED_DIR/test.log" 2>&
 cat "$FED_DIR/test.log"
 if grep -q "panicked at" "$FED_DIR/starling.log"; then fail "Starling panicked"; fi
 # Which authentication the streams used, as Starling saw it.
-if [ "$MODE" = certs ]; then want="by certificate"; else want="by dialback"; fi
-for direction in inbound outbound; do
-    grep -q "$direction s2s stream authenticated $want" "$FED_DIR/starling.log" ||
-        fail "Starling's log does not say the $direction stream was authenticated $want"
-done
+if [ "$MODE" = dialback ]; then want="by dialback"; else want="by certificate"; fi
+if [ "$MODE" = bidi ]; then
+    # alice speaks first: Starling opens the one stream, asks for bidi, and the peer's
+    # stanzas come back on it; the peer never needs a stream of its own.
+    grep "outbound s2s stream authenticated $want" "$FED_DIR/starling.log" | grep -q "bidi=true" ||
+        fail "Starling's log does not show a bidirectional outbound stream"
+    if grep -q "inbound s2s stream authenticated" "$FED_DIR/starling.log"; then
+        fail "the peer opened a second stream although the first one is bidirectional"
+    fi
+else
+    for direction in inbound outbound; do
+        grep -q "$direction s2s stream authenticated $want" "$FED_DIR/starling.log" ||
+            fail "Starling's log does not say the $direction stream was authenticated $want"
+    done
+fi
 if [ "$MODE" = dialback ] &&
     grep -q "s2s stream authenticated by certificate" "$FED_DIR/starling.log"; then
     fail "a certificate authenticated a stream in dialback-only mode"
