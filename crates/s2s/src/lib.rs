@@ -23,6 +23,7 @@ mod dns;
 mod listener;
 pub mod pool;
 pub mod resolver;
+mod throttle;
 pub mod tls;
 mod transport;
 

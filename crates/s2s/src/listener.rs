@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use crate::connector::{self, Stream, NS_BIDI, NS_BIDI_FEATURE};
 use crate::dialback::{self, NS_DB, NS_FEATURE};
 use crate::pool::Pool;
+use crate::throttle::Throttle;
 use crate::transport::Transport;
 use crate::Ctx;
 use starling_core::xml::rename_namespace;
@@ -139,9 +140,8 @@ struct Inbound {
     pairs: Vec<(String, String)>,
     /// When authentication must be done by.
     deadline: Instant,
-    /// Token bucket for `stanzas_per_second`.
-    tokens: f64,
-    refilled: Instant,
+    /// `stanzas_per_second`.
+    throttle: Throttle,
     /// The pool, where a bidirectional stream registers for the reverse direction.
     pool: Arc<Pool>,
     /// The peer asked for a bidirectional stream (XEP-0288).
@@ -190,7 +190,7 @@ async fn run(
         Transport::Plain(tcp)
     };
     let limits = ctx.limits();
-    let rate = f64::from(ctx.config.stanzas_per_second);
+    let rate = ctx.config.stanzas_per_second;
     let mut inbound = Inbound {
         ctx,
         server: server.clone(),
@@ -202,8 +202,7 @@ async fn run(
         header_sent: false,
         pairs: Vec::new(),
         deadline,
-        tokens: rate * 2.0,
-        refilled: Instant::now(),
+        throttle: Throttle::new(rate),
         pool,
         bidi: false,
         outgoing: None,
@@ -269,7 +268,8 @@ impl Inbound {
     /// Reads the next event, or takes the next stanza of ours for a bidirectional stream:
     /// under the handshake deadline until a domain is authenticated, then under the idle
     /// timeout.
-    async fn next_input(&mut self) -> Result<Input, End> {
+    /// `outgoing`: whether our stanzas may be taken now (not while a stream header is due).
+    async fn next_input(&mut self, outgoing: bool) -> Result<Input, End> {
         let limit = if self.pairs.is_empty() {
             self.deadline
         } else {
@@ -281,7 +281,7 @@ impl Inbound {
             .as_mut()
             .expect("stream present outside TLS upgrade");
         let next = async {
-            match &mut self.outgoing {
+            match self.outgoing.as_mut().filter(|_| outgoing) {
                 Some((_, rx)) => tokio::select! {
                     ev = stream.next_event() => ev.map(Input::Event),
                     Some(el) = rx.recv() => Ok(Input::Out(el)),
@@ -305,7 +305,7 @@ impl Inbound {
                 return e;
             }
             loop {
-                let el = match self.next_input().await {
+                let el = match self.next_input(true).await {
                     Ok(Input::Event(StreamEvent::Stanza(el))) => el,
                     Ok(Input::Event(StreamEvent::Close)) => return End::PeerClosed,
                     Ok(Input::Event(StreamEvent::Open(_))) => {
@@ -345,7 +345,7 @@ impl Inbound {
     /// Reads the peer's header, checks it, answers with ours and the features.
     async fn open_stream(&mut self) -> Result<(), End> {
         self.header_sent = false;
-        let header = match self.next_input().await? {
+        let header = match self.next_input(false).await? {
             Input::Event(StreamEvent::Open(h)) => h,
             Input::Event(StreamEvent::Close) => return Err(End::PeerClosed),
             Input::Event(StreamEvent::Stanza(_)) | Input::Out(_) => {
@@ -785,26 +785,11 @@ impl Inbound {
                 "'to' is not a domain this stream is for",
             ));
         }
-        self.throttle().await;
+        if let Some(wait) = self.throttle.take().await {
+            tracing::debug!(peer = %self.peer, ?wait, "s2s peer over its stanza rate; slowing down");
+        }
         let stanza = rename_namespace(el, ns::SERVER, ns::CLIENT);
         self.server.route(stanza).await;
         Ok(())
-    }
-
-    /// Token bucket: `stanzas_per_second` on average, bursts up to twice that.
-    async fn throttle(&mut self) {
-        let rate = f64::from(self.ctx.config.stanzas_per_second);
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate * 2.0);
-        self.refilled = now;
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);
-            tracing::debug!(peer = %self.peer, ?wait, "s2s peer over its stanza rate; slowing down");
-            tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.refilled = Instant::now();
-        }
-        self.tokens -= 1.0;
     }
 }

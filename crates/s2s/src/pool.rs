@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use crate::connector::{self, ConnectError, Connected};
 use crate::dialback::{self, NS_DB};
+use crate::throttle::Throttle;
 use crate::Ctx;
 use starling_core::xml::rename_namespace;
 
@@ -249,6 +250,8 @@ struct Outbound {
     authed: HashSet<String>,
     /// Local domains being authenticated by piggybacked dialback.
     pending: HashMap<String, Pending>,
+    /// `stanzas_per_second` for what the peer sends on a bidirectional stream.
+    throttle: Throttle,
 }
 
 impl Outbound {
@@ -371,6 +374,9 @@ impl Outbound {
                 "'to' is not a domain this stream is for",
             ));
         }
+        if let Some(wait) = self.throttle.take().await {
+            tracing::debug!(remote = %self.remote, ?wait, "s2s peer over its stanza rate; slowing down");
+        }
         self.server
             .route(rename_namespace(el, ns::SERVER, ns::CLIENT))
             .await;
@@ -429,6 +435,7 @@ async fn run_stream(
         bidi,
         authed: HashSet::from([local.clone()]),
         pending: HashMap::new(),
+        throttle: Throttle::new(ctx.config.stanzas_per_second),
     };
     let idle = Duration::from_secs(ctx.config.idle_timeout_secs);
     let far = Duration::from_secs(86_400);
