@@ -4,7 +4,8 @@
 # from a test CA made here by openssl, then federation/im_check.py (slixmpp) with a user on
 # each side.
 #
-#   federation/lib.sh PEER MODE     PEER: prosody | ejabberd    MODE: certs | dialback | bidi
+#   federation/lib.sh PEER MODE     PEER: prosody | ejabberd
+#                                   MODE: certs | dialback | bidi | bidi-inbound
 #
 # certs:    both servers trust the test CA and insist on valid certificates (Starling
 #           policy "verify", Prosody s2s_secure_auth): streams authenticate with SASL
@@ -14,6 +15,8 @@
 # bidi:     certs, and the peer offers bidirectional streams (XEP-0288; Prosody's bundled
 #           mod_s2s_bidi): Starling's one outbound stream carries the peer's stanzas too, and
 #           the peer never opens a stream to Starling.
+# bidi-inbound: bidi, but the peer's user speaks first: the peer opens the one stream and
+#           Starling sends its stanzas back on it (the inbound side of XEP-0288).
 #
 # Name resolution never touches the machine's resolver: Starling reaches the peer through a
 # static route; the peer asks dns_stub.py on 127.0.0.9:53 (Prosody: a private resolv.conf
@@ -93,7 +96,7 @@ make_ca "Unrelated CA" other || fail "openssl CA"
 issue "$STARLING_DOMAIN" || fail "openssl certificate"
 issue "$PEER_DOMAIN" || fail "openssl certificate"
 case "$MODE" in
-certs | bidi) TRUST=$FED_DIR/ca.pem ;;
+certs | bidi | bidi-inbound) TRUST=$FED_DIR/ca.pem ;;
 dialback) TRUST=$FED_DIR/other.pem ;;
 *) fail "unknown mode $MODE" ;;
 esac
@@ -181,13 +184,22 @@ source "$HERE/$PEER.sh"
 
 # --- the test --------------------------------------------------------------------------------
 status=0
+[ "$MODE" = bidi-inbound ] && export FED_FIRST=peer
 timeout --kill-after=5 60 "$PYTHON" "$HERE/im_check.py" >"$FED_DIR/test.log" 2>&1 || status=$?
 [ "$status" -eq 0 ] || fail "im_check.py failed (status $status)"
 cat "$FED_DIR/test.log"
 if grep -q "panicked at" "$FED_DIR/starling.log"; then fail "Starling panicked"; fi
 # Which authentication the streams used, as Starling saw it.
 if [ "$MODE" = dialback ]; then want="by dialback"; else want="by certificate"; fi
-if [ "$MODE" = bidi ]; then
+if [ "$MODE" = bidi-inbound ]; then
+    # bob speaks first: the peer opens the one stream and asks for bidi; Starling answers on
+    # it and never opens a stream of its own.
+    grep "inbound s2s stream authenticated $want" "$FED_DIR/starling.log" | grep -q "bidi=true" ||
+        fail "Starling's log does not show a bidirectional inbound stream"
+    if grep -q "outbound s2s stream authenticated" "$FED_DIR/starling.log"; then
+        fail "Starling opened a second stream although the peer's is bidirectional"
+    fi
+elif [ "$MODE" = bidi ]; then
     # alice speaks first: Starling opens the one stream, asks for bidi, and the peer's
     # stanzas come back on it; the peer never needs a stream of its own.
     grep "outbound s2s stream authenticated $want" "$FED_DIR/starling.log" | grep -q "bidi=true" ||

@@ -10,7 +10,7 @@ prosody_start() {
         dialback='"dialback";'
     fi
     # XEP-0288: mod_s2s_bidi ships with Prosody 0.12 (not loaded by default).
-    [ "$MODE" = bidi ] && bidi='"s2s_bidi";'
+    case "$MODE" in bidi*) bidi='"s2s_bidi";' ;; esac
 
     mkdir -p "$FED_DIR/prosody-data"
     echo "nameserver $DNS_IP" >"$FED_DIR/resolv.conf"

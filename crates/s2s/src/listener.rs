@@ -637,7 +637,7 @@ impl Inbound {
         }
         let local = self.local.clone().unwrap_or_default();
         self.take_domain_slot(&claimed, &local)?;
-        tracing::info!(peer = %self.peer, remote = %claimed, %local, "inbound s2s stream authenticated by certificate");
+        tracing::info!(peer = %self.peer, remote = %claimed, %local, bidi = self.bidi, "inbound s2s stream authenticated by certificate");
         self.stream()
             .send(&Element::builder("success", ns::SASL).build())
             .await
@@ -702,7 +702,7 @@ impl Inbound {
         };
         if valid {
             self.take_domain_slot(&remote, &local)?;
-            tracing::info!(peer = %self.peer, %remote, %local, "inbound s2s stream authenticated by dialback");
+            tracing::info!(peer = %self.peer, %remote, %local, bidi = self.bidi, "inbound s2s stream authenticated by dialback");
         } else {
             tracing::info!(peer = %self.peer, %remote, "dialback key refused");
         }
