@@ -3,12 +3,14 @@
 //! (XEP-0220, keys per XEP-0185) where the policy allows it, direct TLS (XEP-0368).
 //!
 //! What lives where: [`listener`] accepts inbound streams, authenticates the peer and routes
-//! what it sends after checking `from`/`to` against the authenticated domain pair;
+//! what it sends after checking `from`/`to` against the authenticated domain pairs;
 //! [`connector`] opens and authenticates outbound streams (and the short dialback
-//! verification streams); [`pool`] keeps one outbound stream per (local, remote) domain pair
-//! with a bounded queue and is the core's [`starling_core::RemoteRoute`]; [`dialback`] is the
-//! pure part of dialback; [`tls`] builds the TLS configurations and verifies peers;
-//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`).
+//! verification streams); [`pool`] maps each (local, remote) domain pair to a connection
+//! (its own, a shared one, or an inbound bidirectional one) with a bounded queue and is the
+//! core's [`starling_core::RemoteRoute`]; [`dialback`] is the pure part of dialback; [`tls`]
+//! builds the TLS configurations and verifies peers (RFC 6125 identities in `tls::verify`);
+//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`); `throttle`
+//! paces what a peer sends.
 //!
 //! Streams are one-way, as RFC 6120 §4.1 describes, unless both sides agree on a
 //! bidirectional stream (XEP-0288, `s2s.bidi`): then the one connection the initiating side

@@ -150,7 +150,12 @@ struct Inbound {
     outgoing: Option<(mpsc::Sender<Element>, mpsc::Receiver<Element>)>,
     /// Our id in the pool once registered.
     link_id: Option<u64>,
+    /// Refused `db:result`s for extra domains on this stream.
+    dialback_refusals: u32,
 }
+
+/// Refused extra-domain `db:result`s after which a stream is closed.
+const MAX_DIALBACK_REFUSALS: u32 = 3;
 
 impl Drop for Inbound {
     fn drop(&mut self) {
@@ -207,6 +212,7 @@ async fn run(
         bidi: false,
         outgoing: None,
         link_id: None,
+        dialback_refusals: 0,
     };
     let shutdown = server.shutdown_token().clone();
     let end = tokio::select! {
@@ -714,9 +720,15 @@ impl Inbound {
         );
         self.send_raw(&dialback::to_wire(&answer)).await?;
         if valid {
-            Ok(())
-        } else {
+            return Ok(());
+        }
+        // A refused extra domain leaves the pairs already proven on the stream alone
+        // (XEP-0220 §4.4), but each refusal cost us a verification: a few, then we close.
+        self.dialback_refusals += 1;
+        if self.pairs.is_empty() || self.dialback_refusals >= MAX_DIALBACK_REFUSALS {
             Err(serr(SE::NotAuthorized, "dialback failed"))
+        } else {
+            Ok(())
         }
     }
 
