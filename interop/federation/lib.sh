@@ -73,6 +73,9 @@ DNS_IP=127.0.0.9
 # Not .test: libunbound answers NXDOMAIN for the special-use .test itself (RFC 6761 zones)
 # without asking any server.
 STARLING_DOMAIN=starling.example
+# Starling's chat-room domain: in its certificate and in the DNS stub too, so that a peer can
+# authenticate it (by certificate, or by dialback when it rides Starling's stream).
+STARLING_MUC=conference.$STARLING_DOMAIN
 
 # --- certificates ----------------------------------------------------------------------------
 make_ca() { # NAME FILEBASE
@@ -81,19 +84,21 @@ make_ca() { # NAME FILEBASE
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -keyout "$FED_DIR/$2.key" -out "$FED_DIR/$2.pem" 2>>"$FED_DIR/openssl.log"
 }
-issue() { # DOMAIN
-    local d=$1
+issue() { # DOMAIN [MORE_NAMES...]
+    local d=$1 san="DNS:$1" extra
+    shift
+    for extra in "$@"; do san="$san,DNS:$extra"; done
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$d" \
         -keyout "$FED_DIR/$d.key" -out "$FED_DIR/$d.csr" 2>>"$FED_DIR/openssl.log"
-    printf 'subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
-        "$d" >"$FED_DIR/$d.ext"
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
+        "$san" >"$FED_DIR/$d.ext"
     openssl x509 -req -in "$FED_DIR/$d.csr" -CA "$FED_DIR/ca.pem" -CAkey "$FED_DIR/ca.key" \
         -CAcreateserial -days 2 -extfile "$FED_DIR/$d.ext" -out "$FED_DIR/$d.crt" \
         2>>"$FED_DIR/openssl.log"
 }
 make_ca "Federation Test CA" ca || fail "openssl CA"
 make_ca "Unrelated CA" other || fail "openssl CA"
-issue "$STARLING_DOMAIN" || fail "openssl certificate"
+issue "$STARLING_DOMAIN" "$STARLING_MUC" || fail "openssl certificate"
 issue "$PEER_DOMAIN" || fail "openssl certificate"
 case "$MODE" in
 certs | bidi | bidi-inbound) TRUST=$FED_DIR/ca.pem ;;
@@ -127,6 +132,8 @@ SRV_TARGET=$STARLING_DOMAIN
 python3 "$HERE/dns_stub.py" "$DNS_IP" 53 \
     "A:$STARLING_DOMAIN:127.0.0.1" \
     "SRV:_xmpp-server._tcp.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
+    "A:$STARLING_MUC:127.0.0.1" \
+    "SRV:_xmpp-server._tcp.$STARLING_MUC:0:0:$STARLING_S2S:$SRV_TARGET" \
     >"$FED_DIR/dns.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
