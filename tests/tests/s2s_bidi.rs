@@ -2,7 +2,8 @@
 //! offer them, the one connection a.test opens carries b.test's stanzas back too (counted on
 //! both servers' listeners and connectors), with certificates and with dialback; when either
 //! side has `s2s.bidi = false`, each direction gets its own connection. A peer that asked for
-//! bidi cannot use it to send from a domain it did not authenticate.
+//! bidi cannot use it to send from a domain it did not authenticate, and a reply that is ready
+//! before the peer's post-SASL restart header waits for the new stream.
 
 mod s2s_support;
 
@@ -188,4 +189,90 @@ async fn a_bidi_peer_cannot_send_from_another_domain_on_our_stream() {
     alice
         .expect_none(Duration::from_millis(300), |e| e.attr("id") == Some("bad"))
         .await;
+}
+
+/// Reads from any stream until `needle` appears, returning what came.
+async fn read_tls_until<S: tokio::io::AsyncRead + Unpin>(sock: &mut S, needle: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        match tokio::time::timeout_at(deadline, sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => panic!("closed before {needle}; got {text}"),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("timed out waiting for {needle}; got {text}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_reply_queued_before_the_peers_restart_header_waits_for_it() {
+    // A scripted a.test (certificate from the CA b.test trusts) asks b.test for bidi and
+    // authenticates with SASL EXTERNAL; before it sends the restart header, bob writes to
+    // alice. b.test must keep the reply until the new stream is open, then send it there.
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let ca = Ca::new("Test CA");
+    let b = Peer::start(PeerSpec {
+        domain: "b.test",
+        cert_names: &["b.test"],
+        issuer: &ca,
+        trusts: &ca,
+        policy: S2sPolicy::Verify,
+        s2s: free_port(),
+        routes: vec![],
+        connect_timeout_secs: 10,
+        tweak: as_is(),
+    })
+    .await;
+    let mut bob = b.online("bob", "laptop").await;
+    let header = "<stream:stream xmlns='jabber:server' \
+        xmlns:stream='http://etherx.jabber.org/streams' from='a.test' to='b.test' version='1.0'>";
+    let mut tcp = tokio::net::TcpStream::connect(b.s2s).await.unwrap();
+    tcp.write_all(header.as_bytes()).await.unwrap();
+    read_until(&mut tcp, "</stream:features>").await;
+    tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        .await
+        .unwrap();
+    read_until(&mut tcp, "<proceed").await;
+    let (cert, key) = ca.issue(&["a.test"]);
+    let tls = starling_s2s::S2sTls::new(
+        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+    let mut a = connector
+        .connect(ServerName::try_from("b.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    a.write_all(header.as_bytes()).await.unwrap();
+    let features = read_tls_until(&mut a, "</stream:features>").await;
+    assert!(features.contains("urn:xmpp:features:bidi"), "{features}");
+    assert!(features.contains("EXTERNAL"), "{features}");
+    a.write_all(
+        b"<bidi xmlns='urn:xmpp:bidi'/>\
+          <auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>=</auth>",
+    )
+    .await
+    .unwrap();
+    read_tls_until(&mut a, "<success").await;
+    // b.test now sends to a.test on this stream; bob's message waits in its queue.
+    bob.send("<message to='alice@a.test/phone' id='early'><body>early</body></message>")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.server_pool().has_link("b.test", "a.test"));
+    a.write_all(header.as_bytes()).await.unwrap();
+    let after = read_tls_until(&mut a, "</message>").await;
+    assert!(after.contains("<stream:features"), "{after}");
+    assert!(
+        after.contains("id='early'") || after.contains("id=\"early\""),
+        "{after}"
+    );
+    assert!(!after.contains("stream:error"), "{after}");
+    assert_eq!(b.s2s().connections_opened(), 0);
 }
