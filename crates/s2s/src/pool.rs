@@ -100,8 +100,7 @@ impl Pool {
         ids.len()
     }
 
-    /// Whether `(local, remote)` has a link, and whether that is an inbound bidirectional
-    /// stream (tests and diagnostics).
+    /// Whether `(local, remote)` has a usable link of any kind (tests and diagnostics).
     pub fn has_link(&self, local: &str, remote: &str) -> bool {
         self.links
             .lock()
@@ -124,8 +123,8 @@ impl Pool {
 
     /// An inbound bidirectional stream authenticated `remote` towards `local`: stanzas from
     /// `local` to `remote` may leave on it. Does nothing when a usable link exists already
-    /// (both servers may have connected at once). Returns the id to pass to
-    /// [`Pool::unregister`].
+    /// (both servers may have connected at once). `id` is the stream's connection id (set
+    /// on first registration), for [`Pool::unregister`].
     pub(crate) fn register_inbound(
         &self,
         local: &str,
