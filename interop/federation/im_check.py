@@ -5,8 +5,9 @@ Starling, bob on the peer. Each logs in with slixmpp (TLS verified against the t
 alice asks to subscribe to bob, bob's client approves and asks back (slixmpp's default
 auto-authorize and auto-subscribe), alice's client approves: both must then see the other's
 presence, receive the other's chat message, and get an answer to an XMPP ping sent to the
-other's full JID (an IQ round trip through both servers). Exit status 0 when all of it
-happened within the deadlines.
+other's full JID (an IQ round trip through both servers). With FED_FIRST=peer, bob asks
+first (so the peer server opens the first stream). Exit status 0 when all of it happened
+within the deadlines.
 """
 
 import asyncio
@@ -110,7 +111,10 @@ async def main() -> None:
     await bob.login()
     a, b = alice.client.boundjid, bob.client.boundjid
     print(f"logged in: {a} and {b}", flush=True)
-    alice.client.send_presence_subscription(pto=b.bare)
+    if os.environ.get("FED_FIRST") == "peer":
+        bob.client.send_presence_subscription(pto=a.bare)
+    else:
+        alice.client.send_presence_subscription(pto=b.bare)
     await alice.sees(b.bare)
     await bob.sees(a.bare)
     print("presence seen both ways", flush=True)

@@ -5,16 +5,21 @@
 # each side.
 #
 #   federation/lib.sh PEER MODE [CHECK]
-#       PEER: prosody | ejabberd    MODE: certs | dialback
+#       PEER: prosody | ejabberd    MODE: certs | dialback | bidi | bidi-inbound
 #       CHECK: im (default: im_check.py) | muc (muc_check.py: the peer's user joins a room
 #              on Starling's conference.starling.example, which the DNS stub and Starling's
 #              certificate also cover)
 #
 # certs:    both servers trust the test CA and insist on valid certificates (Starling
 #           policy "verify", Prosody s2s_secure_auth): streams authenticate with SASL
-#           EXTERNAL.
+#           EXTERNAL. One stream per direction (the peer does not offer XEP-0288).
 # dialback: both trust only an unrelated CA, so no certificate verifies; Starling's policy is
 #           "dialback" and the peer allows it: streams authenticate with Server Dialback.
+# bidi:     certs, and the peer offers bidirectional streams (XEP-0288; Prosody's bundled
+#           mod_s2s_bidi): Starling's one outbound stream carries the peer's stanzas too, and
+#           the peer never opens a stream to Starling.
+# bidi-inbound: bidi, but the peer's user speaks first: the peer opens the one stream and
+#           Starling sends its stanzas back on it (the inbound side of XEP-0288).
 #
 # Name resolution never touches the machine's resolver: Starling reaches the peer through a
 # static route; the peer asks dns_stub.py on 127.0.0.9:53 (Prosody: a private resolv.conf
@@ -71,6 +76,9 @@ DNS_IP=127.0.0.9
 # Not .test: libunbound answers NXDOMAIN for the special-use .test itself (RFC 6761 zones)
 # without asking any server.
 STARLING_DOMAIN=starling.example
+# Starling's chat-room domain: in its certificate and in the DNS stub too, so that a peer can
+# authenticate it (by certificate, or by dialback when it rides Starling's stream).
+STARLING_MUC=conference.$STARLING_DOMAIN
 
 # --- certificates ----------------------------------------------------------------------------
 make_ca() { # NAME FILEBASE
@@ -79,10 +87,10 @@ make_ca() { # NAME FILEBASE
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -keyout "$FED_DIR/$2.key" -out "$FED_DIR/$2.pem" 2>>"$FED_DIR/openssl.log"
 }
-issue() { # DOMAIN [MORE_DNS_NAMES...]
-    local d=$1 san="DNS:$1" more
+issue() { # DOMAIN [MORE_NAMES...]
+    local d=$1 san="DNS:$1" extra
     shift
-    for more in "$@"; do san="$san,DNS:$more"; done
+    for extra in "$@"; do san="$san,DNS:$extra"; done
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$d" \
         -keyout "$FED_DIR/$d.key" -out "$FED_DIR/$d.csr" 2>>"$FED_DIR/openssl.log"
     printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n' \
@@ -93,9 +101,13 @@ issue() { # DOMAIN [MORE_DNS_NAMES...]
 }
 make_ca "Federation Test CA" ca || fail "openssl CA"
 make_ca "Unrelated CA" other || fail "openssl CA"
-issue "$STARLING_DOMAIN" "conference.$STARLING_DOMAIN" || fail "openssl certificate"
+issue "$STARLING_DOMAIN" "$STARLING_MUC" || fail "openssl certificate"
 issue "$PEER_DOMAIN" || fail "openssl certificate"
-if [ "$MODE" = certs ]; then TRUST=$FED_DIR/ca.pem; else TRUST=$FED_DIR/other.pem; fi
+case "$MODE" in
+certs | bidi | bidi-inbound) TRUST=$FED_DIR/ca.pem ;;
+dialback) TRUST=$FED_DIR/other.pem ;;
+*) fail "unknown mode $MODE" ;;
+esac
 # Clients always verify the servers with the test CA.
 export FED_CA=$FED_DIR/ca.pem
 
@@ -123,8 +135,8 @@ SRV_TARGET=$STARLING_DOMAIN
 python3 "$HERE/dns_stub.py" "$DNS_IP" 53 \
     "A:$STARLING_DOMAIN:127.0.0.1" \
     "SRV:_xmpp-server._tcp.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
-    "A:conference.$STARLING_DOMAIN:127.0.0.1" \
-    "SRV:_xmpp-server._tcp.conference.$STARLING_DOMAIN:0:0:$STARLING_S2S:$SRV_TARGET" \
+    "A:$STARLING_MUC:127.0.0.1" \
+    "SRV:_xmpp-server._tcp.$STARLING_MUC:0:0:$STARLING_S2S:$SRV_TARGET" \
     >"$FED_DIR/dns.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 50); do
@@ -134,7 +146,7 @@ done
 grep -q "^dns_stub: ready" "$FED_DIR/dns.log" || fail "the DNS stub did not start"
 
 # --- Starling --------------------------------------------------------------------------------
-if [ "$MODE" = certs ]; then POLICY=verify; else POLICY=dialback; fi
+if [ "$MODE" = dialback ]; then POLICY=dialback; else POLICY=verify; fi
 mkdir -p "$FED_DIR/starling"
 cat >"$FED_DIR/starling.toml" <<TOML
 [server]
@@ -182,17 +194,36 @@ source "$HERE/$PEER.sh"
 
 # --- the test --------------------------------------------------------------------------------
 status=0
+[ "$MODE" = bidi-inbound ] && export FED_FIRST=peer
 timeout --kill-after=5 60 "$PYTHON" "$HERE/${CHECK}_check.py" >"$FED_DIR/test.log" 2>&1 ||
     status=$?
 [ "$status" -eq 0 ] || fail "${CHECK}_check.py failed (status $status)"
 cat "$FED_DIR/test.log"
 if grep -q "panicked at" "$FED_DIR/starling.log"; then fail "Starling panicked"; fi
 # Which authentication the streams used, as Starling saw it.
-if [ "$MODE" = certs ]; then want="by certificate"; else want="by dialback"; fi
-for direction in inbound outbound; do
-    grep -q "$direction s2s stream authenticated $want" "$FED_DIR/starling.log" ||
-        fail "Starling's log does not say the $direction stream was authenticated $want"
-done
+if [ "$MODE" = dialback ]; then want="by dialback"; else want="by certificate"; fi
+if [ "$MODE" = bidi-inbound ]; then
+    # bob speaks first: the peer opens the one stream and asks for bidi; Starling answers on
+    # it and never opens a stream of its own.
+    grep "inbound s2s stream authenticated $want" "$FED_DIR/starling.log" | grep -q "bidi=true" ||
+        fail "Starling's log does not show a bidirectional inbound stream"
+    if grep -q "outbound s2s stream authenticated" "$FED_DIR/starling.log"; then
+        fail "Starling opened a second stream although the peer's is bidirectional"
+    fi
+elif [ "$MODE" = bidi ]; then
+    # alice speaks first: Starling opens the one stream, asks for bidi, and the peer's
+    # stanzas come back on it; the peer never needs a stream of its own.
+    grep "outbound s2s stream authenticated $want" "$FED_DIR/starling.log" | grep -q "bidi=true" ||
+        fail "Starling's log does not show a bidirectional outbound stream"
+    if grep -q "inbound s2s stream authenticated" "$FED_DIR/starling.log"; then
+        fail "the peer opened a second stream although the first one is bidirectional"
+    fi
+else
+    for direction in inbound outbound; do
+        grep -q "$direction s2s stream authenticated $want" "$FED_DIR/starling.log" ||
+            fail "Starling's log does not say the $direction stream was authenticated $want"
+    done
+fi
 if [ "$MODE" = dialback ] &&
     grep -q "s2s stream authenticated by certificate" "$FED_DIR/starling.log"; then
     fail "a certificate authenticated a stream in dialback-only mode"

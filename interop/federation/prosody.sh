@@ -4,11 +4,14 @@
 # no hosts file).
 
 prosody_start() {
-    local secure=true dialback=""
+    local secure=true dialback="" bidi=""
     if [ "$MODE" = dialback ]; then
         secure=false
         dialback='"dialback";'
     fi
+    # XEP-0288: mod_s2s_bidi ships with Prosody 0.12 (not loaded by default).
+    case "$MODE" in bidi*) bidi='"s2s_bidi";' ;; esac
+
     mkdir -p "$FED_DIR/prosody-data"
     echo "nameserver $DNS_IP" >"$FED_DIR/resolv.conf"
     cat >"$FED_DIR/prosody.cfg.lua" <<LUA
@@ -25,7 +28,7 @@ s2s_direct_tls_ports = { }
 http_ports = { }
 https_ports = { }
 log = { debug = "$FED_DIR/prosody.log" }
-modules_enabled = { "roster"; "saslauth"; "tls"; $dialback "disco"; "ping"; "posix" }
+modules_enabled = { "roster"; "saslauth"; "tls"; $dialback $bidi "disco"; "ping"; "posix" }
 authentication = "internal_hashed"
 c2s_require_encryption = true
 s2s_require_encryption = true

@@ -1,126 +1,16 @@
 //! Federation between two Starling servers on loopback (a.test and b.test, static routes,
 //! certificates from a test CA): the IM flows of RFC 6121 across domains with certificate
-//! authentication (SASL EXTERNAL) and with Server Dialback, and refusal of a peer whose
+//! authentication (SASL EXTERNAL) and with Server Dialback, certificates whose only identity
+//! is an SRV-ID or an XmppAddr (RFC 6125, RFC 6120 §13.7.1.4), and refusal of a peer whose
 //! certificate names another domain under the strict policy.
 
 mod s2s_support;
 
 use std::time::Duration;
 
-use minidom::Element;
 use s2s_support::*;
 use starling_core::config::S2sPolicy;
-use starling_tests::{stanza_error_condition, Conn};
-
-/// Subscriptions both ways, presence both ways, a message each way, and IQs that round-trip
-/// (a vCard served by the remote server for its user, a ping to the remote server).
-async fn im_across(alice: &mut Conn, bob: &mut Conn) {
-    // Both clients fetch their rosters (so they receive roster pushes and subscription
-    // answers, RFC 6121 §2.1.6) and go online.
-    for c in [&mut *alice, &mut *bob] {
-        c.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>")
-            .await;
-        wait_for(c, "roster", |e| e.attr("id") == Some("r0")).await;
-        c.send("<presence/>").await;
-    }
-    // alice asks to see bob's presence; bob (on the other server) gets the request.
-    alice
-        .send("<presence to='bob@b.test' type='subscribe'/>")
-        .await;
-    let req = wait_for(bob, "subscribe from alice", |e| {
-        e.name() == "presence" && e.attr("type") == Some("subscribe")
-    })
-    .await;
-    assert_eq!(req.attr("from"), Some("alice@a.test"));
-    bob.send("<presence to='alice@a.test' type='subscribed'/>")
-        .await;
-    // alice learns of the approval and then sees bob's current presence.
-    let ok = wait_for(alice, "subscribed from bob", |e| {
-        e.name() == "presence" && e.attr("type") == Some("subscribed")
-    })
-    .await;
-    assert_eq!(ok.attr("from"), Some("bob@b.test"));
-    let p = wait_for(alice, "bob's presence", |e| {
-        e.name() == "presence"
-            && e.attr("type").is_none()
-            && e.attr("from") == Some("bob@b.test/laptop")
-    })
-    .await;
-    assert_eq!(
-        p.attr("to").map(|t| t.starts_with("alice@a.test")),
-        Some(true)
-    );
-    // And the other way round.
-    bob.send("<presence to='alice@a.test' type='subscribe'/>")
-        .await;
-    wait_for(alice, "subscribe from bob", |e| {
-        e.name() == "presence"
-            && e.attr("type") == Some("subscribe")
-            && e.attr("from") == Some("bob@b.test")
-    })
-    .await;
-    alice
-        .send("<presence to='bob@b.test' type='subscribed'/>")
-        .await;
-    wait_for(bob, "alice's presence", |e| {
-        e.name() == "presence"
-            && e.attr("type").is_none()
-            && e.attr("from") == Some("alice@a.test/phone")
-    })
-    .await;
-    // Subsequent presence is broadcast to the remote subscriber.
-    alice.send("<presence><show>away</show></presence>").await;
-    let away = wait_for(bob, "alice away", |e| {
-        e.name() == "presence" && e.attr("from") == Some("alice@a.test/phone")
-    })
-    .await;
-    assert_eq!(
-        away.get_child("show", "jabber:client").map(|s| s.text()),
-        Some("away".into())
-    );
-    // Messages both ways, in jabber:client on each side.
-    alice
-        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
-        .await;
-    let m = wait_for(bob, "message from alice", |e| {
-        is_msg_from(e, "alice@a.test")
-    })
-    .await;
-    assert!(m.is("message", "jabber:client"), "{m:?}");
-    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
-    assert_eq!(
-        m.get_child("body", "jabber:client").map(|b| b.text()),
-        Some("hello bob".into())
-    );
-    bob.send("<message to='alice@a.test/phone' type='chat'><body>hi alice</body></message>")
-        .await;
-    let m = wait_for(alice, "message from bob", |e| is_msg_from(e, "bob@b.test")).await;
-    assert_eq!(
-        m.get_child("body", "jabber:client").map(|b| b.text()),
-        Some("hi alice".into())
-    );
-    // An IQ the remote server answers for its user (vCard), and a ping to the server.
-    bob.send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>")
-        .await;
-    wait_for(bob, "vCard stored", |e| e.attr("id") == Some("v1")).await;
-    alice
-        .send("<iq type='get' id='v2' to='bob@b.test'><vCard xmlns='vcard-temp'/></iq>")
-        .await;
-    let v = wait_for(alice, "bob's vCard", |e| e.attr("id") == Some("v2")).await;
-    assert_eq!(v.attr("type"), Some("result"), "{v:?}");
-    assert_eq!(v.attr("from"), Some("bob@b.test"));
-    let fname = v
-        .get_child("vCard", "vcard-temp")
-        .and_then(|c| c.get_child("FN", "vcard-temp"))
-        .map(Element::text);
-    assert_eq!(fname.as_deref(), Some("Bob"));
-    alice
-        .send("<iq type='get' id='p1' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>")
-        .await;
-    let pong = wait_for(alice, "ping answer", |e| e.attr("id") == Some("p1")).await;
-    assert_eq!(pong.attr("type"), Some("result"), "{pong:?}");
-    assert_eq!(pong.attr("from"), Some("b.test"));
-}
+use starling_tests::stanza_error_condition;
 
 #[tokio::test]
 async fn users_on_two_servers_federate_with_certificates() {
@@ -156,6 +46,75 @@ async fn users_on_two_servers_federate_with_certificates() {
             && e.attr("from") == Some("bob@b.test/desk")
     })
     .await;
+}
+
+/// b.test's certificate names it only by `identity` (no DNS-ID); both sides insist on valid
+/// certificates and use one stream per direction, so b's certificate is checked as a server
+/// certificate (a's outbound stream) and as a client certificate (SASL EXTERNAL inbound).
+async fn federate_with_b_identified_by(identity: &str) {
+    let ca = Ca::new("Test CA");
+    let (a, b) = pair_with(
+        S2sPolicy::Verify,
+        S2sPolicy::Verify,
+        &ca,
+        &ca,
+        &[identity],
+        Box::new(|c| c.s2s.bidi = false),
+    )
+    .await;
+    let mut alice = a.online("alice", "phone").await;
+    let mut bob = b.online("bob", "laptop").await;
+    alice
+        .send("<message to='bob@b.test/laptop' id='s1'><body>to b</body></message>")
+        .await;
+    let m = wait_for(&mut bob, "alice's message", |e| {
+        is_msg_from(e, "alice@a.test")
+    })
+    .await;
+    assert_eq!(m.attr("id"), Some("s1"));
+    bob.send("<message to='alice@a.test/phone' id='s2'><body>to a</body></message>")
+        .await;
+    let m = wait_for(&mut alice, "bob's message", |e| {
+        is_msg_from(e, "bob@b.test")
+    })
+    .await;
+    assert_eq!(m.attr("id"), Some("s2"));
+    // Two streams, each authenticated by certificate (Verify allows nothing else).
+    assert_eq!(a.s2s().connections_opened(), 1);
+    assert_eq!(b.s2s().connections_opened(), 1);
+}
+
+#[tokio::test]
+async fn a_certificate_with_only_an_srv_id_authenticates_its_domain() {
+    federate_with_b_identified_by("srv:_xmpp-server.b.test").await;
+}
+
+#[tokio::test]
+async fn a_certificate_with_only_an_xmpp_addr_authenticates_its_domain() {
+    federate_with_b_identified_by("xmpp:b.test").await;
+}
+
+#[tokio::test]
+async fn an_srv_id_for_another_service_does_not_authenticate() {
+    let ca = Ca::new("Test CA");
+    let (a, b) = pair(
+        S2sPolicy::Verify,
+        S2sPolicy::Verify,
+        &ca,
+        &ca,
+        &["srv:_xmpp-client.b.test", "xmpp:bob@b.test"],
+    )
+    .await;
+    let mut alice = a.online("alice", "phone").await;
+    let _bob = b.online("bob", "laptop").await;
+    alice
+        .send("<message to='bob@b.test' id='x3'><body>hi</body></message>")
+        .await;
+    let err = wait_for(&mut alice, "bounce", |e| e.attr("id") == Some("x3")).await;
+    assert_eq!(
+        stanza_error_condition(&err).as_deref(),
+        Some("remote-server-not-found")
+    );
 }
 
 #[tokio::test]

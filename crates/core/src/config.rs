@@ -725,6 +725,9 @@ pub struct S2sConfig {
     /// Stanzas per second one inbound stream may send on average (bursts up to twice
     /// that); faster peers are read more slowly.
     pub stanzas_per_second: u32,
+    /// Bidirectional streams (XEP-0288): offer them to peers and ask for them, so that one
+    /// connection carries stanzas both ways. Off: one stream per direction (RFC 6120 §4.1).
+    pub bidi: bool,
 }
 
 impl Default for S2sConfig {
@@ -745,6 +748,7 @@ impl Default for S2sConfig {
             max_inbound_connections: 1000,
             max_connections_per_domain: 4,
             stanzas_per_second: 200,
+            bidi: true,
         }
     }
 }

@@ -2,8 +2,10 @@
 //! server ([`crate::resolver`]), connect (STARTTLS, or direct TLS per XEP-0368), then
 //! authenticate as our domain: SASL EXTERNAL (XEP-0178) when the peer's certificate is valid
 //! for its domain and it offers EXTERNAL, otherwise Server Dialback (XEP-0220) where the
-//! policy allows it. Also the short verification streams the receiving side of dialback opens
-//! to the authoritative server ([`verify_key`]).
+//! policy allows it. When the peer offers bidirectional streams (XEP-0288) and `s2s.bidi` is
+//! on, we ask for one before authenticating, so the peer may send its stanzas back on this
+//! connection. Also the short verification streams the receiving side of dialback opens to
+//! the authoritative server ([`verify_key`]).
 //!
 //! Every function here may take as long as the network lets it: callers bound them with
 //! `s2s.connect_timeout_secs`.
@@ -43,8 +45,29 @@ pub enum ConnectError {
 
 use ConnectError::{NotFound, Refused};
 
+/// The bidirectional-streams feature a receiving server offers (XEP-0288 §2).
+pub const NS_BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
+/// The element an initiating server sends to ask for a bidirectional stream (XEP-0288 §2).
+pub const NS_BIDI: &str = "urn:xmpp:bidi";
+
+/// An authenticated outbound stream and what was agreed on it.
+pub(crate) struct Connected {
+    pub stream: Stream,
+    /// The id of the peer's current stream header: further dialback keys (piggybacking,
+    /// XEP-0220 §4.4) are bound to it.
+    pub stream_id: String,
+    /// The peer offered dialback, so more local domains can be authenticated on this stream.
+    pub dialback: bool,
+    /// We asked for a bidirectional stream (XEP-0288): the peer may send on it.
+    pub bidi: bool,
+}
+
 /// Opens an authenticated stream from `local` to `remote`, trying each target in order.
-pub(crate) async fn connect(ctx: &Ctx, local: &str, remote: &str) -> Result<Stream, ConnectError> {
+pub(crate) async fn connect(
+    ctx: &Ctx,
+    local: &str,
+    remote: &str,
+) -> Result<Connected, ConnectError> {
     let targets = ctx
         .resolver
         .resolve(remote)
@@ -74,6 +97,8 @@ async fn open_transport(
     let tcp = TcpStream::connect(target.address)
         .await
         .map_err(|e| NotFound(format!("{}: {e}", target.address)))?;
+    ctx.connections_opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _ = tcp.set_nodelay(true);
     if target.direct_tls {
         tls_connect(ctx, remote, tcp).await
@@ -173,7 +198,7 @@ async fn attempt(
     local: &str,
     remote: &str,
     target: &Target,
-) -> Result<Stream, ConnectError> {
+) -> Result<Connected, ConnectError> {
     let mut stream = XmlStream::new(open_transport(ctx, remote, target).await?, ctx.limits());
     loop {
         let (id, features) = open(&mut stream, local, remote).await?;
@@ -184,6 +209,14 @@ async fn attempt(
         }
         if !tls && ctx.policy() != S2sPolicy::PlaintextForTests {
             return Err(Refused(format!("{remote} does not offer TLS")));
+        }
+        let dialback = features.get_child("dialback", NS_FEATURE).is_some();
+        // XEP-0288 §2: ask for a bidirectional stream before authenticating; there is no
+        // answer, the peer simply may use the stream once it is authenticated.
+        let bidi = ctx.config.bidi && features.get_child("bidi", NS_BIDI_FEATURE).is_some();
+        if bidi {
+            stream.queue(&Element::builder("bidi", NS_BIDI).build());
+            tracing::debug!(%local, %remote, "asking for a bidirectional stream");
         }
         let cert = if tls {
             ctx.verifier
@@ -208,9 +241,14 @@ async fn attempt(
                 .map_err(|e| NotFound(e.to_string()))?;
             let answer = next_element(&mut stream).await?;
             if answer.is("success", ns::SASL) {
-                open(&mut stream, local, remote).await?;
-                tracing::info!(%local, %remote, "outbound s2s stream authenticated by certificate");
-                return Ok(stream);
+                let (stream_id, _) = open(&mut stream, local, remote).await?;
+                tracing::info!(%local, %remote, bidi, "outbound s2s stream authenticated by certificate");
+                return Ok(Connected {
+                    stream,
+                    stream_id,
+                    dialback,
+                    bidi,
+                });
             }
             if ctx.policy() == S2sPolicy::Verify {
                 return Err(Refused(format!("{remote} refused SASL EXTERNAL")));
@@ -220,7 +258,7 @@ async fn attempt(
         if ctx.policy() == S2sPolicy::Verify {
             return Err(Refused(format!("{remote} does not offer SASL EXTERNAL")));
         }
-        if features.get_child("dialback", NS_FEATURE).is_none() {
+        if !dialback {
             return Err(Refused(format!("{remote} offers no usable authentication")));
         }
         let key = dialback::key(&ctx.secret, remote, local, &id);
@@ -236,8 +274,13 @@ async fn attempt(
             if el.is("result", NS_DB) {
                 return match el.attr("type") {
                     Some("valid") => {
-                        tracing::info!(%local, %remote, "outbound s2s stream authenticated by dialback");
-                        Ok(stream)
+                        tracing::info!(%local, %remote, bidi, "outbound s2s stream authenticated by dialback");
+                        Ok(Connected {
+                            stream,
+                            stream_id: id,
+                            dialback,
+                            bidi,
+                        })
                     }
                     other => Err(Refused(format!(
                         "{remote} answered dialback with {}",

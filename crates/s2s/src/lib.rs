@@ -3,17 +3,21 @@
 //! (XEP-0220, keys per XEP-0185) where the policy allows it, direct TLS (XEP-0368).
 //!
 //! What lives where: [`listener`] accepts inbound streams, authenticates the peer and routes
-//! what it sends after checking `from`/`to` against the authenticated domain pair;
+//! what it sends after checking `from`/`to` against the authenticated domain pairs;
 //! [`connector`] opens and authenticates outbound streams (and the short dialback
-//! verification streams); [`pool`] keeps one outbound stream per (local, remote) domain pair
-//! with a bounded queue and is the core's [`starling_core::RemoteRoute`]; [`dialback`] is the
-//! pure part of dialback; [`tls`] builds the TLS configurations and verifies peers;
-//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`).
+//! verification streams); [`pool`] maps each (local, remote) domain pair to a connection
+//! (its own, a shared one, or an inbound bidirectional one) with a bounded queue and is the
+//! core's [`starling_core::RemoteRoute`]; [`dialback`] is the pure part of dialback; [`tls`]
+//! builds the TLS configurations and verifies peers (RFC 6125 identities in `tls::verify`);
+//! [`resolver`] finds a domain's server (static routes first, then DNS in `dns`); `throttle`
+//! paces what a peer sends.
 //!
-//! Streams are one-way, as RFC 6120 §4.1 describes: we send on streams we opened and receive
-//! on streams the peer opened. Bidirectional streams (XEP-0288) are not offered. Inbound
-//! streams accept several authenticated domain pairs (dialback piggybacking); outbound
-//! streams carry one pair each (one stream per local host and remote domain).
+//! Streams are one-way, as RFC 6120 §4.1 describes, unless both sides agree on a
+//! bidirectional stream (XEP-0288, `s2s.bidi`): then the one connection the initiating side
+//! opened carries stanzas both ways, and the receiving side's pool sends its replies on it
+//! instead of opening a second connection. Both directions carry several authenticated domain
+//! pairs (piggybacking, XEP-0220 §4.4): another local domain sending to a remote domain we
+//! already have a stream to is authenticated on that stream with an extra `db:result`.
 
 pub mod connector;
 pub mod dialback;
@@ -21,11 +25,13 @@ mod dns;
 mod listener;
 pub mod pool;
 pub mod resolver;
+mod throttle;
 pub mod tls;
 mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -50,6 +56,10 @@ pub(crate) struct Ctx {
     pub secret: Arc<[u8]>,
     /// Authenticated inbound streams per remote domain, for `max_connections_per_domain`.
     pub inbound_per_domain: Mutex<HashMap<String, usize>>,
+    /// TCP connections our listeners accepted, ever (diagnostics and tests).
+    pub connections_accepted: AtomicU64,
+    /// TCP connections we opened to peers (streams and dialback verifications), ever.
+    pub connections_opened: AtomicU64,
 }
 
 impl Ctx {
@@ -79,10 +89,21 @@ pub struct S2s {
     pub direct_tls_address: Option<SocketAddr>,
     /// The outbound pool (installed on the server as its remote route).
     pub pool: Arc<Pool>,
+    ctx: Arc<Ctx>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl S2s {
+    /// TCP connections the s2s listeners have accepted since start.
+    pub fn connections_accepted(&self) -> u64 {
+        self.ctx.connections_accepted.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections opened to peers since start (streams and dialback verifications).
+    pub fn connections_opened(&self) -> u64 {
+        self.ctx.connections_opened.load(Ordering::Relaxed)
+    }
+
     /// Waits for the accept loops to end (after shutdown).
     pub async fn join(self) {
         for t in self.tasks {
@@ -138,6 +159,8 @@ pub async fn start_with(
         resolver,
         secret,
         inbound_per_domain: Mutex::new(HashMap::new()),
+        connections_accepted: AtomicU64::new(0),
+        connections_opened: AtomicU64::new(0),
     });
     let pool = Pool::new(ctx.clone());
     server.set_remote(pool.clone());
@@ -146,6 +169,7 @@ pub async fn start_with(
     let (address, task) = listener::bind(
         server.clone(),
         ctx.clone(),
+        pool.clone(),
         config.listen,
         false,
         limits.clone(),
@@ -154,7 +178,15 @@ pub async fn start_with(
     tasks.push(task);
     let mut direct_tls_address = None;
     if let Some(addr) = config.listen_direct_tls {
-        let (a, task) = listener::bind(server.clone(), ctx.clone(), addr, true, limits).await?;
+        let (a, task) = listener::bind(
+            server.clone(),
+            ctx.clone(),
+            pool.clone(),
+            addr,
+            true,
+            limits,
+        )
+        .await?;
         direct_tls_address = Some(a);
         tasks.push(task);
     }
@@ -162,6 +194,7 @@ pub async fn start_with(
         address,
         direct_tls_address,
         pool,
+        ctx,
         tasks,
     })
 }

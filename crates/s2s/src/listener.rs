@@ -2,7 +2,14 @@
 //! the direct-TLS port (XEP-0368), offer STARTTLS, then authenticate the peer by SASL
 //! EXTERNAL (its certificate must be valid for the domain it claims, XEP-0178) or by Server
 //! Dialback (XEP-0220, asking the claimed domain's authoritative server) where the policy
-//! allows it. Several domains may be authenticated on one stream (dialback piggybacking).
+//! allows it. Several domains may be authenticated on one stream (dialback piggybacking,
+//! XEP-0220 §4.4); a `db:result` for a domain the peer's certificate already covers is
+//! answered at once, without a verification connection (XEP-0344 §2.4).
+//!
+//! Bidirectional streams (XEP-0288): when `s2s.bidi` is on we offer
+//! `<bidi xmlns='urn:xmpp:features:bidi'/>` before authentication; a peer that answers with
+//! `<bidi xmlns='urn:xmpp:bidi'/>` gets its authenticated pairs registered in the
+//! [`crate::Pool`] for the reverse direction, and our stanzas to it leave on this stream.
 //!
 //! After authentication every stanza is checked against the authenticated (remote, local)
 //! pairs: a `from` in a domain the peer has not proven is `invalid-from`, a `to` outside the
@@ -24,12 +31,14 @@ use starling_proto::jid::Jid;
 use starling_proto::{ns, writer};
 use starling_stream::{ReadError, XmlStream};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::connector::{self, Stream};
+use crate::connector::{self, Stream, NS_BIDI, NS_BIDI_FEATURE};
 use crate::dialback::{self, NS_DB, NS_FEATURE};
+use crate::pool::Pool;
+use crate::throttle::Throttle;
 use crate::transport::Transport;
 use crate::Ctx;
 use starling_core::xml::rename_namespace;
@@ -38,6 +47,7 @@ use starling_core::xml::rename_namespace;
 pub(crate) async fn bind(
     server: Arc<Server>,
     ctx: Arc<Ctx>,
+    pool: Arc<Pool>,
     address: SocketAddr,
     direct_tls: bool,
     limits: Arc<Semaphore>,
@@ -47,7 +57,7 @@ pub(crate) async fn bind(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
     let bound = socket.local_addr()?;
     tracing::info!(address = %bound, direct_tls, "s2s listening");
-    let task = tokio::spawn(accept_loop(socket, server, ctx, direct_tls, limits));
+    let task = tokio::spawn(accept_loop(socket, server, ctx, pool, direct_tls, limits));
     Ok((bound, task))
 }
 
@@ -55,6 +65,7 @@ async fn accept_loop(
     socket: TcpListener,
     server: Arc<Server>,
     ctx: Arc<Ctx>,
+    pool: Arc<Pool>,
     direct_tls: bool,
     limits: Arc<Semaphore>,
 ) {
@@ -76,10 +87,13 @@ async fn accept_loop(
             drop(tcp);
             continue;
         };
+        ctx.connections_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
         tokio::spawn(run(
             server.clone(),
             ctx.clone(),
+            pool.clone(),
             tcp,
             peer,
             direct_tls,
@@ -126,10 +140,22 @@ struct Inbound {
     pairs: Vec<(String, String)>,
     /// When authentication must be done by.
     deadline: Instant,
-    /// Token bucket for `stanzas_per_second`.
-    tokens: f64,
-    refilled: Instant,
+    /// `stanzas_per_second`.
+    throttle: Throttle,
+    /// The pool, where a bidirectional stream registers for the reverse direction.
+    pool: Arc<Pool>,
+    /// The peer asked for a bidirectional stream (XEP-0288).
+    bidi: bool,
+    /// Stanzas of ours for the peer, when bidirectional: the sender is what the pool holds.
+    outgoing: Option<(mpsc::Sender<Element>, mpsc::Receiver<Element>)>,
+    /// Our id in the pool once registered.
+    link_id: Option<u64>,
+    /// Refused `db:result`s for extra domains on this stream.
+    dialback_refusals: u32,
 }
+
+/// Refused extra-domain `db:result`s after which a stream is closed.
+const MAX_DIALBACK_REFUSALS: u32 = 3;
 
 impl Drop for Inbound {
     fn drop(&mut self) {
@@ -148,6 +174,7 @@ impl Drop for Inbound {
 async fn run(
     server: Arc<Server>,
     ctx: Arc<Ctx>,
+    pool: Arc<Pool>,
     tcp: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
@@ -168,7 +195,7 @@ async fn run(
         Transport::Plain(tcp)
     };
     let limits = ctx.limits();
-    let rate = f64::from(ctx.config.stanzas_per_second);
+    let rate = ctx.config.stanzas_per_second;
     let mut inbound = Inbound {
         ctx,
         server: server.clone(),
@@ -180,8 +207,12 @@ async fn run(
         header_sent: false,
         pairs: Vec::new(),
         deadline,
-        tokens: rate * 2.0,
-        refilled: Instant::now(),
+        throttle: Throttle::new(rate),
+        pool,
+        bidi: false,
+        outgoing: None,
+        link_id: None,
+        dialback_refusals: 0,
     };
     let shutdown = server.shutdown_token().clone();
     let end = tokio::select! {
@@ -189,6 +220,13 @@ async fn run(
         _ = shutdown.cancelled() => End::Error(StreamError::new(SE::SystemShutdown)),
     };
     inbound.finish(end).await;
+    inbound.release().await;
+}
+
+/// What the read loop got: something from the peer, or a stanza of ours to send to it.
+enum Input {
+    Event(StreamEvent),
+    Out(Element),
 }
 
 impl Inbound {
@@ -233,16 +271,31 @@ impl Inbound {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.shutdown()).await;
     }
 
-    /// Reads the next event: under the handshake deadline until a domain is authenticated,
-    /// then under the idle timeout.
-    async fn next_event(&mut self) -> Result<StreamEvent, End> {
+    /// Reads the next event, or takes the next stanza of ours for a bidirectional stream:
+    /// under the handshake deadline until a domain is authenticated, then under the idle
+    /// timeout.
+    /// `outgoing`: whether our stanzas may be taken now (not while a stream header is due).
+    async fn next_input(&mut self, outgoing: bool) -> Result<Input, End> {
         let limit = if self.pairs.is_empty() {
             self.deadline
         } else {
             Instant::now() + Duration::from_secs(self.ctx.config.idle_timeout_secs)
         };
         let authenticated = !self.pairs.is_empty();
-        match tokio::time::timeout_at(limit, self.stream().next_event()).await {
+        let stream = self
+            .stream
+            .as_mut()
+            .expect("stream present outside TLS upgrade");
+        let next = async {
+            match self.outgoing.as_mut().filter(|_| outgoing) {
+                Some((_, rx)) => tokio::select! {
+                    ev = stream.next_event() => ev.map(Input::Event),
+                    Some(el) = rx.recv() => Ok(Input::Out(el)),
+                },
+                None => stream.next_event().await.map(Input::Event),
+            }
+        };
+        match tokio::time::timeout_at(limit, next).await {
             Ok(r) => Ok(r?),
             Err(_) if authenticated => {
                 tracing::info!(peer = %self.peer, "closing idle inbound s2s stream");
@@ -258,16 +311,23 @@ impl Inbound {
                 return e;
             }
             loop {
-                let el = match self.next_event().await {
-                    Ok(StreamEvent::Stanza(el)) => el,
-                    Ok(StreamEvent::Close) => return End::PeerClosed,
-                    Ok(StreamEvent::Open(_)) => {
+                let el = match self.next_input(true).await {
+                    Ok(Input::Event(StreamEvent::Stanza(el))) => el,
+                    Ok(Input::Event(StreamEvent::Close)) => return End::PeerClosed,
+                    Ok(Input::Event(StreamEvent::Open(_))) => {
                         return serr(SE::InvalidXml, "unexpected stream header")
+                    }
+                    Ok(Input::Out(el)) => {
+                        if let Err(e) = self.send_out(el).await {
+                            return e;
+                        }
+                        continue;
                     }
                     Err(e) => return e,
                 };
                 let restart = match (el.ns().as_str(), el.name()) {
                     (ns::TLS, "starttls") => self.starttls().await,
+                    (NS_BIDI, "bidi") => self.bidi_request().map(|_| false),
                     (ns::SASL, "auth") => self.external(&el).await,
                     (NS_DB, "result") => self.dialback_result(&el).await.map(|_| false),
                     (NS_DB, "verify") => self.dialback_verify(&el).await.map(|_| false),
@@ -291,10 +351,10 @@ impl Inbound {
     /// Reads the peer's header, checks it, answers with ours and the features.
     async fn open_stream(&mut self) -> Result<(), End> {
         self.header_sent = false;
-        let header = match self.next_event().await? {
-            StreamEvent::Open(h) => h,
-            StreamEvent::Close => return Err(End::PeerClosed),
-            StreamEvent::Stanza(_) => {
+        let header = match self.next_input(false).await? {
+            Input::Event(StreamEvent::Open(h)) => h,
+            Input::Event(StreamEvent::Close) => return Err(End::PeerClosed),
+            Input::Event(StreamEvent::Stanza(_)) | Input::Out(_) => {
                 return Err(serr(SE::NotWellFormed, "expected a stream header"))
             }
         };
@@ -374,11 +434,96 @@ impl Inbound {
                     .build(),
             );
         }
+        if self.ctx.config.bidi && self.pairs.is_empty() {
+            f.append_child(Element::builder("bidi", NS_BIDI_FEATURE).build());
+        }
         f
     }
 
+    /// XEP-0288 §2: the peer asks for a bidirectional stream (before authenticating).
+    fn bidi_request(&mut self) -> Result<(), End> {
+        if !self.ctx.config.bidi {
+            return Err(serr(
+                SE::UnsupportedStanzaType,
+                "bidirectional streams are not offered",
+            ));
+        }
+        if !self.pairs.is_empty() {
+            return Err(serr(
+                SE::PolicyViolation,
+                "ask for a bidirectional stream before authenticating",
+            ));
+        }
+        tracing::debug!(peer = %self.peer, "peer asked for a bidirectional stream");
+        self.bidi = true;
+        Ok(())
+    }
+
+    /// A newly authenticated (remote, local) pair on a bidirectional stream: our stanzas
+    /// from `local` to `remote` may leave here.
+    fn register_reverse(&mut self, remote: &str, local: &str) {
+        if !self.bidi {
+            return;
+        }
+        let queue = self.ctx.config.queue_size;
+        let (tx, _) = self.outgoing.get_or_insert_with(|| mpsc::channel(queue));
+        let tx = tx.clone();
+        self.pool
+            .register_inbound(local, remote, &tx, &mut self.link_id);
+    }
+
+    /// Writes one of our stanzas to the peer of a bidirectional stream.
+    async fn send_out(&mut self, stanza: Element) -> Result<(), End> {
+        let stanza = rename_namespace(stanza, ns::CLIENT, ns::SERVER);
+        self.stream().queue(&stanza);
+        // Write everything already waiting in one flush.
+        while let Some(more) = self
+            .outgoing
+            .as_mut()
+            .and_then(|(_, rx)| rx.try_recv().ok())
+        {
+            self.stream()
+                .queue(&rename_namespace(more, ns::CLIENT, ns::SERVER));
+        }
+        self.stream().flush().await.map_err(|_| End::Broken)
+    }
+
+    /// The stream is over: the pool forgets it, and our stanzas that were waiting for it are
+    /// routed again (a new outbound stream), or bounce when the server shuts down.
+    async fn release(&mut self) {
+        if let Some(id) = self.link_id.take() {
+            self.pool.unregister(id);
+        }
+        let Some((tx, mut rx)) = self.outgoing.take() else {
+            return;
+        };
+        drop(tx);
+        rx.close();
+        let shutting_down = self.server.shutdown_token().is_cancelled();
+        while let Some(stanza) = rx.recv().await {
+            if shutting_down {
+                self.server
+                    .bounce(
+                        &stanza,
+                        starling_proto::error::StanzaErrorCondition::RemoteServerNotFound,
+                    )
+                    .await;
+            } else {
+                self.server.route(stanza).await;
+            }
+        }
+    }
+
     fn cert_valid_for_claim(&self) -> bool {
-        let (Some(stream), Some(claimed)) = (self.stream.as_ref(), self.claimed.as_deref()) else {
+        match self.claimed.as_deref() {
+            Some(claimed) => self.cert_valid_for(claimed),
+            None => false,
+        }
+    }
+
+    /// Whether the peer's certificate is trusted and names `claimed`.
+    fn cert_valid_for(&self, claimed: &str) -> bool {
+        let Some(stream) = self.stream.as_ref() else {
             return false;
         };
         if !stream.get_ref().is_tls() {
@@ -464,6 +609,7 @@ impl Inbound {
         *n += 1;
         drop(map);
         self.pairs.push((remote.to_owned(), local.to_owned()));
+        self.register_reverse(remote, local);
         Ok(())
     }
 
@@ -497,7 +643,7 @@ impl Inbound {
         }
         let local = self.local.clone().unwrap_or_default();
         self.take_domain_slot(&claimed, &local)?;
-        tracing::info!(peer = %self.peer, remote = %claimed, %local, "inbound s2s stream authenticated by certificate");
+        tracing::info!(peer = %self.peer, remote = %claimed, %local, bidi = self.bidi, "inbound s2s stream authenticated by certificate");
         self.stream()
             .send(&Element::builder("success", ns::SASL).build())
             .await
@@ -537,11 +683,18 @@ impl Inbound {
         }
         let key = el.text();
         let timeout = Duration::from_secs(self.ctx.config.connect_timeout_secs);
-        let verdict = tokio::time::timeout(
-            timeout,
-            connector::verify_key(&self.ctx, &local, &remote, &self.stream_id, key.trim()),
-        )
-        .await;
+        let covered = self.is_tls() && self.cert_valid_for(&remote);
+        let verdict = if covered {
+            // XEP-0344 §2.4: the certificate already proves the domain.
+            tracing::debug!(peer = %self.peer, %remote, "certificate covers the dialback domain; no verification needed");
+            Ok(Ok(true))
+        } else {
+            tokio::time::timeout(
+                timeout,
+                connector::verify_key(&self.ctx, &local, &remote, &self.stream_id, key.trim()),
+            )
+            .await
+        };
         let valid = match verdict {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -555,7 +708,7 @@ impl Inbound {
         };
         if valid {
             self.take_domain_slot(&remote, &local)?;
-            tracing::info!(peer = %self.peer, %remote, %local, "inbound s2s stream authenticated by dialback");
+            tracing::info!(peer = %self.peer, %remote, %local, bidi = self.bidi, "inbound s2s stream authenticated by dialback");
         } else {
             tracing::info!(peer = %self.peer, %remote, "dialback key refused");
         }
@@ -567,9 +720,15 @@ impl Inbound {
         );
         self.send_raw(&dialback::to_wire(&answer)).await?;
         if valid {
-            Ok(())
-        } else {
+            return Ok(());
+        }
+        // A refused extra domain leaves the pairs already proven on the stream alone
+        // (XEP-0220 §4.4), but each refusal cost us a verification: a few, then we close.
+        self.dialback_refusals += 1;
+        if self.pairs.is_empty() || self.dialback_refusals >= MAX_DIALBACK_REFUSALS {
             Err(serr(SE::NotAuthorized, "dialback failed"))
+        } else {
+            Ok(())
         }
     }
 
@@ -638,26 +797,11 @@ impl Inbound {
                 "'to' is not a domain this stream is for",
             ));
         }
-        self.throttle().await;
+        if let Some(wait) = self.throttle.take().await {
+            tracing::debug!(peer = %self.peer, ?wait, "s2s peer over its stanza rate; slowing down");
+        }
         let stanza = rename_namespace(el, ns::SERVER, ns::CLIENT);
         self.server.route(stanza).await;
         Ok(())
-    }
-
-    /// Token bucket: `stanzas_per_second` on average, bursts up to twice that.
-    async fn throttle(&mut self) {
-        let rate = f64::from(self.ctx.config.stanzas_per_second);
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate * 2.0);
-        self.refilled = now;
-        if self.tokens < 1.0 {
-            let wait = Duration::from_secs_f64((1.0 - self.tokens) / rate);
-            tracing::debug!(peer = %self.peer, ?wait, "s2s peer over its stanza rate; slowing down");
-            tokio::time::sleep(wait).await;
-            self.tokens = 1.0;
-            self.refilled = Instant::now();
-        }
-        self.tokens -= 1.0;
     }
 }

@@ -34,12 +34,21 @@ impl Ca {
         }
     }
 
-    /// (certificate PEM, key PEM) with `names` as DNS-IDs.
+    /// (certificate PEM, key PEM) with `names` as identities: DNS-IDs, or, written
+    /// `srv:_xmpp-server.example.org` and `xmpp:example.org`, SRV-IDs (otherName
+    /// id-on-dnsSRV) and XmppAddrs (otherName id-on-xmppAddr).
     pub fn issue(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let special = names.iter().any(|n| n.contains(':'));
+        let mut params = if special {
+            // rcgen writes otherName values only as UTF8String, and SRV-IDs are IA5String:
+            // the whole subjectAltName extension is written here instead.
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.custom_extensions = vec![subject_alt_name(names)];
+            p
+        } else {
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap()
+        };
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -47,6 +56,38 @@ impl Ca {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+}
+
+/// DER: one tag-length-value.
+fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match body.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A subjectAltName extension with DNS-IDs, SRV-IDs (`srv:`) and XmppAddrs (`xmpp:`).
+fn subject_alt_name(names: &[&str]) -> rcgen::CustomExtension {
+    let mut general_names = Vec::new();
+    for name in names {
+        let (oid_last, value) = if let Some(srv) = name.strip_prefix("srv:") {
+            // id-on-dnsSRV 1.3.6.1.5.5.7.8.7, IA5String
+            (0x07, tlv(0x16, srv.as_bytes()))
+        } else if let Some(addr) = name.strip_prefix("xmpp:") {
+            // id-on-xmppAddr 1.3.6.1.5.5.7.8.5, UTF8String
+            (0x05, tlv(0x0c, addr.as_bytes()))
+        } else {
+            general_names.extend(tlv(0x82, name.as_bytes()));
+            continue;
+        };
+        let oid = tlv(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x08, oid_last]);
+        general_names.extend(tlv(0xa0, &[oid, tlv(0xa0, &value)].concat()));
+    }
+    rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 17], tlv(0x30, &general_names))
 }
 
 /// A free loopback port (bound then released; the server binds it right after).
@@ -141,30 +182,39 @@ impl Peer {
 
     /// Creates `user@domain` and logs it in (PLAIN inside TLS), binding `resource`.
     pub async fn online(&self, user: &str, resource: &str) -> Conn {
-        starling::accounts::add(
-            &**self.server.server().storage(),
-            &self.domain,
-            user,
-            "pw",
-            4096,
-        )
-        .await
-        .unwrap();
-        self.login(user, resource).await
+        self.online_at(&self.domain, user, resource).await
+    }
+
+    /// Creates `user@host` on another of the server's hosts and logs it in.
+    pub async fn online_at(&self, host: &str, user: &str, resource: &str) -> Conn {
+        starling::accounts::add(&**self.server.server().storage(), host, user, "pw", 4096)
+            .await
+            .unwrap();
+        self.login_at(host, user, resource).await
     }
 
     /// Logs an existing `user@domain` in, binding `resource`.
     pub async fn login(&self, user: &str, resource: &str) -> Conn {
+        self.login_at(&self.domain, user, resource).await
+    }
+
+    /// Logs an existing `user@host` in, binding `resource`.
+    pub async fn login_at(&self, host: &str, user: &str, resource: &str) -> Conn {
         let mut c = Conn::connect(self.server.c2s).await;
-        c.open(&self.domain).await;
+        c.open(host).await;
         c.starttls_only().await;
-        c.open(&self.domain).await;
+        c.open(host).await;
         let msg = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
         let ok = c.auth_raw("PLAIN", &msg).await;
         assert_eq!(ok.name(), "success", "{ok:?}");
-        c.open(&self.domain).await;
+        c.open(host).await;
         c.bind(Some(resource)).await;
         c
+    }
+
+    /// The server's federation side (listeners, pool, connection counters).
+    pub fn s2s(&self) -> &starling_s2s::S2s {
+        self.server.running().s2s.as_ref().expect("s2s enabled")
     }
 
     /// The federation pool of the server.
@@ -248,4 +298,114 @@ pub async fn wait_for(c: &mut Conn, what: &str, pred: impl Fn(&Element) -> bool)
     )
     .await
     .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Subscriptions both ways, presence both ways, a message each way, and IQs that round-trip
+/// (a vCard served by the remote server for its user, a ping to the remote server).
+pub async fn im_across(alice: &mut Conn, bob: &mut Conn) {
+    // Both clients fetch their rosters (so they receive roster pushes and subscription
+    // answers, RFC 6121 §2.1.6) and go online.
+    for c in [&mut *alice, &mut *bob] {
+        c.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>")
+            .await;
+        wait_for(c, "roster", |e| e.attr("id") == Some("r0")).await;
+        c.send("<presence/>").await;
+    }
+    // alice asks to see bob's presence; bob (on the other server) gets the request.
+    alice
+        .send("<presence to='bob@b.test' type='subscribe'/>")
+        .await;
+    let req = wait_for(bob, "subscribe from alice", |e| {
+        e.name() == "presence" && e.attr("type") == Some("subscribe")
+    })
+    .await;
+    assert_eq!(req.attr("from"), Some("alice@a.test"));
+    bob.send("<presence to='alice@a.test' type='subscribed'/>")
+        .await;
+    // alice learns of the approval and then sees bob's current presence.
+    let ok = wait_for(alice, "subscribed from bob", |e| {
+        e.name() == "presence" && e.attr("type") == Some("subscribed")
+    })
+    .await;
+    assert_eq!(ok.attr("from"), Some("bob@b.test"));
+    let p = wait_for(alice, "bob's presence", |e| {
+        e.name() == "presence"
+            && e.attr("type").is_none()
+            && e.attr("from") == Some("bob@b.test/laptop")
+    })
+    .await;
+    assert_eq!(
+        p.attr("to").map(|t| t.starts_with("alice@a.test")),
+        Some(true)
+    );
+    // And the other way round.
+    bob.send("<presence to='alice@a.test' type='subscribe'/>")
+        .await;
+    wait_for(alice, "subscribe from bob", |e| {
+        e.name() == "presence"
+            && e.attr("type") == Some("subscribe")
+            && e.attr("from") == Some("bob@b.test")
+    })
+    .await;
+    alice
+        .send("<presence to='bob@b.test' type='subscribed'/>")
+        .await;
+    wait_for(bob, "alice's presence", |e| {
+        e.name() == "presence"
+            && e.attr("type").is_none()
+            && e.attr("from") == Some("alice@a.test/phone")
+    })
+    .await;
+    // Subsequent presence is broadcast to the remote subscriber.
+    alice.send("<presence><show>away</show></presence>").await;
+    let away = wait_for(bob, "alice away", |e| {
+        e.name() == "presence" && e.attr("from") == Some("alice@a.test/phone")
+    })
+    .await;
+    assert_eq!(
+        away.get_child("show", "jabber:client").map(|s| s.text()),
+        Some("away".into())
+    );
+    // Messages both ways, in jabber:client on each side.
+    alice
+        .send("<message to='bob@b.test' type='chat' id='m1'><body>hello bob</body></message>")
+        .await;
+    let m = wait_for(bob, "message from alice", |e| {
+        is_msg_from(e, "alice@a.test")
+    })
+    .await;
+    assert!(m.is("message", "jabber:client"), "{m:?}");
+    assert_eq!(m.attr("from"), Some("alice@a.test/phone"));
+    assert_eq!(
+        m.get_child("body", "jabber:client").map(|b| b.text()),
+        Some("hello bob".into())
+    );
+    bob.send("<message to='alice@a.test/phone' type='chat'><body>hi alice</body></message>")
+        .await;
+    let m = wait_for(alice, "message from bob", |e| is_msg_from(e, "bob@b.test")).await;
+    assert_eq!(
+        m.get_child("body", "jabber:client").map(|b| b.text()),
+        Some("hi alice".into())
+    );
+    // An IQ the remote server answers for its user (vCard), and a ping to the server.
+    bob.send("<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>")
+        .await;
+    wait_for(bob, "vCard stored", |e| e.attr("id") == Some("v1")).await;
+    alice
+        .send("<iq type='get' id='v2' to='bob@b.test'><vCard xmlns='vcard-temp'/></iq>")
+        .await;
+    let v = wait_for(alice, "bob's vCard", |e| e.attr("id") == Some("v2")).await;
+    assert_eq!(v.attr("type"), Some("result"), "{v:?}");
+    assert_eq!(v.attr("from"), Some("bob@b.test"));
+    let fname = v
+        .get_child("vCard", "vcard-temp")
+        .and_then(|c| c.get_child("FN", "vcard-temp"))
+        .map(Element::text);
+    assert_eq!(fname.as_deref(), Some("Bob"));
+    alice
+        .send("<iq type='get' id='p1' to='b.test'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await;
+    let pong = wait_for(alice, "ping answer", |e| e.attr("id") == Some("p1")).await;
+    assert_eq!(pong.attr("type"), Some("result"), "{pong:?}");
+    assert_eq!(pong.attr("from"), Some("b.test"));
 }
