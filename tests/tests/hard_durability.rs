@@ -3,11 +3,17 @@
 //! message it had acknowledged must be delivered (offline storage, XEP-0160) and retrievable
 //! (the sender's archive, XEP-0313), each exactly once.
 //!
-//! "Acknowledged": without stream management (being built separately; to be covered here
-//! when it lands) a client learns that the server has processed a stanza when the answer to
-//! a later IQ on the same stream arrives, because a session handles its stanzas in order.
-//! So each message is followed by a ping; message `i` is acknowledged once ping `i` is
-//! answered.
+//! "Acknowledged" two ways:
+//! - without stream management a client learns that the server has processed a stanza when
+//!   the answer to a later IQ on the same stream arrives, because a session handles its
+//!   stanzas in order. So each message is followed by a ping; message `i` is acknowledged
+//!   once ping `i` is answered (`acknowledged_messages_survive_sigkill_exactly_once`);
+//! - under stream management (XEP-0198) message `i` is acknowledged once the server's
+//!   `<a h/>` is above `i`: the `h` the server reports must only cover stanzas it has stored
+//!   (archive, offline storage) or handed to a session whose archive already holds them
+//!   (`stream_managed_acks_survive_sigkill_exactly_once`). That test also covers the
+//!   receiving side: messages queued to a stream-managed session that never acknowledged
+//!   them are lost with the process's memory, but must be in the receiver's archive.
 //!
 //! The server runs in a child process (this test binary re-run with the ignored
 //! `child_server_entry` test), so that the kill is a real SIGKILL: no destructor, no flush,
@@ -48,9 +54,11 @@ fn child_server_entry() {
         // The sender's flood must not be paced: this test is about storage.
         config.limits.session_stanzas_per_sec = 0;
         config.limits.session_bytes_per_sec = 0;
+        // A receiver that never acknowledges is not cut off as a slow consumer meanwhile.
+        config.c2s.max_unacked = 100_000;
         let running = starling::start(config).await.expect("child server starts");
         if std::env::var("STARLING_CHILD_ADD_USERS").is_ok() {
-            for u in ["alice", "bob"] {
+            for u in ["alice", "bob", "carol"] {
                 starling::accounts::add(&**running.server.storage(), "localhost", u, "pw", 4096)
                     .await
                     .unwrap();
@@ -254,6 +262,196 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
     assert!(
         counts.values().all(|n| *n == 1),
         "no duplicates in the archive"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+const SM: &str = "urn:xmpp:sm:3";
+
+/// The message index of a body-carrying message `m{i}`.
+fn message_index(id: &str) -> usize {
+    id.strip_prefix('m')
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected message id {id}"))
+}
+
+/// How often each message index occurs among archive ids.
+fn index_counts(ids: &[String]) -> HashMap<usize, usize> {
+    let mut counts = HashMap::new();
+    for id in ids {
+        *counts.entry(message_index(id)).or_default() += 1;
+    }
+    counts
+}
+
+/// Logs `user` in after the restart, sends presence and reads offline messages until every
+/// index in `expected` has arrived and then 1 s of silence. Returns how often each arrived.
+async fn offline_delivery(
+    addr: SocketAddr,
+    user: &str,
+    expected: &BTreeSet<usize>,
+) -> HashMap<usize, usize> {
+    let mut c = login(addr, user, "after").await;
+    c.send("<presence/>").await;
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    loop {
+        let all = expected.iter().all(|i| seen.contains_key(i));
+        let wait = if all {
+            Duration::from_secs(1)
+        } else {
+            STEP_TIMEOUT
+        };
+        let Ok(m) = tokio::time::timeout(wait, c.recv_until(is_message)).await else {
+            assert!(all, "not every acknowledged message reached {user}");
+            return seen;
+        };
+        let i = message_index(m.attr("id").unwrap_or_default());
+        assert_eq!(
+            m.get_child("body", "jabber:client").map(|b| b.text()),
+            Some(format!("{i} sm")),
+            "the message arrives intact"
+        );
+        *seen.entry(i).or_default() += 1;
+    }
+}
+
+/// XEP-0198 §4: the `h` of the server's `<a/>` counts the stanzas it has *handled*. A
+/// message it has counted must survive a SIGKILL: in the sender's archive, and in the
+/// recipient's offline store (recipient offline) or archive (recipient online with stream
+/// management, which had it queued or sent but never acknowledged), each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_managed_acks_survive_sigkill_exactly_once() {
+    const TOTAL: usize = 2100;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (child, addr) = spawn_server(&data, true);
+    // Bob is online with stream management and reads everything but never acknowledges:
+    // what the server sent or queued for him is, after the crash, only in his archive.
+    let mut bob = login(addr, "bob", "laptop").await;
+    bob.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        .await;
+    let enabled = bob.recv().await;
+    assert!(enabled.is("enabled", SM), "{enabled:?}");
+    bob.send("<presence/>").await;
+    bob.recv_until(|e| e.name() == "presence").await;
+    let bob_reader =
+        tokio::spawn(async move { bob.read_raw_until_closed(Duration::from_secs(120)).await });
+    // Carol is offline. Alice sends to Bob (even i) and Carol (odd i), asking for an ack
+    // after every message.
+    let mut alice = login(addr, "alice", "phone").await;
+    alice.send("<enable xmlns='urn:xmpp:sm:3'/>").await;
+    let enabled = alice.recv().await;
+    assert!(enabled.is("enabled", SM), "{enabled:?}");
+    let batch = |from: usize, to: usize| -> String {
+        (from..to)
+            .map(|i| {
+                let to = if i % 2 == 0 {
+                    "bob@localhost/laptop"
+                } else {
+                    "carol@localhost"
+                };
+                format!(
+                    "<message to='{to}' type='chat' id='m{i}'><body>{i} sm</body></message>\
+                     <r xmlns='{SM}'/>"
+                )
+            })
+            .collect()
+    };
+    // The highest h the server reported, and how many answers carried it.
+    let mut h_max: u32 = 0;
+    let mut acks = 0usize;
+    let mut on_ack = |el: &Element, h_max: &mut u32| {
+        if el.is("a", SM) {
+            let h: u32 = el.attr("h").and_then(|h| h.parse().ok()).expect("h");
+            assert!(h >= *h_max, "h never goes back: {h} after {h_max}");
+            assert!(h as usize <= TOTAL, "h {h} counts more than was sent");
+            *h_max = h;
+            acks += 1;
+        } else {
+            assert!(!el.is("failed", SM), "{el:?}");
+        }
+    };
+    // Steady traffic first: 100 messages, all acknowledged.
+    alice.send(&batch(0, 100)).await;
+    while h_max < 100 {
+        let el = alice.recv().await;
+        on_ack(&el, &mut h_max);
+    }
+    // Then 2000 more, and SIGKILL while the server works through them.
+    alice.send(&batch(100, TOTAL)).await;
+    let killer = tokio::spawn(async move {
+        let mut child = child;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    });
+    loop {
+        match alice.next_event().await {
+            Some(StreamEvent::Stanza(el)) => on_ack(&el, &mut h_max),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    killer.await.unwrap();
+    let bob_raw = String::from_utf8_lossy(&bob_reader.await.unwrap()).into_owned();
+    let acked: BTreeSet<usize> = (0..h_max as usize).collect();
+    assert!(
+        (h_max as usize) < TOTAL,
+        "the kill came after the server had handled everything (h = {h_max}); the test proves nothing"
+    );
+    let bob_got = bob_raw.matches("<message").count();
+    assert!(
+        bob_got > 0,
+        "Bob's session had received messages it never acknowledged before the kill"
+    );
+    println!(
+        "SIGKILL at h = {h_max} of {TOTAL} ({acks} acks); Bob had received {bob_got} \
+         messages and acknowledged none"
+    );
+
+    // Restart on the same data directory.
+    let (mut child, addr) = spawn_server(&data, false);
+    // Carol: every acknowledged message to her is delivered from offline storage, once.
+    let to_carol: BTreeSet<usize> = acked.iter().copied().filter(|i| i % 2 == 1).collect();
+    let seen = offline_delivery(addr, "carol", &to_carol).await;
+    let wrong: Vec<_> = seen
+        .iter()
+        .filter(|(i, n)| **n != 1 || **i % 2 == 0 || **i >= TOTAL)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "delivered to Carol more than once or wrongly: {wrong:?}"
+    );
+    // Bob: his session is gone, but every acknowledged message to him is in his archive, once.
+    let mut bob = login(addr, "bob", "desk").await;
+    let bob_archive = index_counts(&archived_ids(&mut bob).await);
+    for i in acked.iter().filter(|i| *i % 2 == 0) {
+        assert_eq!(
+            bob_archive.get(i),
+            Some(&1),
+            "m{i} in Bob's archive exactly once"
+        );
+    }
+    assert!(
+        bob_archive
+            .iter()
+            .all(|(i, n)| *n == 1 && i % 2 == 0 && *i < TOTAL),
+        "Bob's archive holds only messages to him, once each"
+    );
+    // Alice: every acknowledged message is in her archive, once.
+    let mut alice = login(addr, "alice", "laptop").await;
+    let alice_archive = index_counts(&archived_ids(&mut alice).await);
+    for i in &acked {
+        assert_eq!(
+            alice_archive.get(i),
+            Some(&1),
+            "m{i} in Alice's archive exactly once"
+        );
+    }
+    assert!(
+        alice_archive.values().all(|n| *n == 1),
+        "no duplicates in Alice's archive"
     );
     child.kill().unwrap();
     child.wait().unwrap();

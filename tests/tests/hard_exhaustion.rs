@@ -290,3 +290,169 @@ async fn subscription_spam_stops_at_the_roster_limit() {
     w.chat("after").await;
     server.assert_still_serves().await;
 }
+
+/// Reads pings' results until the stream error; returns how many results arrived, the
+/// stream error element, and when it came.
+async fn results_until_stream_error(c: &mut Conn) -> (usize, minidom::Element) {
+    let mut results = 0;
+    loop {
+        match c.next_event().await {
+            Some(starling_proto::framer::StreamEvent::Stanza(el)) => {
+                if el.name() == "iq" && el.attr("type") == Some("result") {
+                    results += 1;
+                } else if el.name() == "error" && el.ns() == starling_proto::ns::STREAM {
+                    return (results, el);
+                }
+            }
+            Some(_) => {}
+            None => panic!("closed without a stream error after {results} results"),
+        }
+    }
+}
+
+fn pings(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "<iq type='get' id='{prefix}{i}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>"
+            )
+        })
+        .collect()
+}
+
+/// Sustained abuse: a session that stays over its stanza rate for longer than
+/// `rate_limit_disconnect_secs` is closed with `policy-violation`; one that bursts and then
+/// pauses, for longer in total, is only paced. Other users chat meanwhile.
+#[tokio::test]
+async fn a_session_over_its_rate_for_too_long_is_disconnected() {
+    let server = TestServer::start_with(|c| {
+        c.limits.session_stanzas_per_sec = 20;
+        c.limits.session_stanzas_burst = 5;
+        c.limits.rate_limit_disconnect_secs = 2;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    // Bursts of 10 (twice the burst: paced), each followed by a quiet second, for ~5 s.
+    let mut polite = hard_support::fresh_user(&server, "polite").await;
+    let started = Instant::now();
+    for round in 0..4 {
+        polite.send(&pings(&format!("b{round}-"), 10)).await;
+        for i in 0..10 {
+            let r = polite.recv().await;
+            assert_eq!(r.attr("id"), Some(&*format!("b{round}-{i}")), "{r:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(4));
+    polite.ping_server().await;
+    // A flood of 400 (20 s at the rate): cut off after about 2 s over the limit.
+    let mut mallory = hard_support::fresh_user(&server, "mallory").await;
+    let started = Instant::now();
+    mallory.send(&pings("f", 400)).await;
+    w.chat("during").await;
+    let (answered, error) = results_until_stream_error(&mut mallory).await;
+    let took = started.elapsed();
+    assert!(
+        error
+            .get_child("policy-violation", starling_proto::ns::STREAM_ERRORS)
+            .is_some(),
+        "{error:?}"
+    );
+    let text = error
+        .get_child("text", starling_proto::ns::STREAM_ERRORS)
+        .map(|t| t.text())
+        .unwrap_or_default();
+    assert!(text.contains("stanzas per second"), "{text}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "cut off after {took:?}"
+    );
+    assert!(
+        (20..200).contains(&answered),
+        "paced, then cut: {answered} answered"
+    );
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// A connection flood of short-lived connections (never more than one open at a time, so
+/// the simultaneous-connection cap does not see it) puts the address in the penalty box:
+/// its connections are refused with `policy-violation` until the ban ends; other addresses
+/// log in and chat meanwhile.
+#[tokio::test]
+async fn a_connection_flood_puts_the_address_in_the_penalty_box() {
+    let server = TestServer::start_with(|c| {
+        c.limits.connections_per_ip_per_minute = 10;
+        c.limits.address_ban_secs = 3;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    let attacker = loopback(2);
+    for _ in 0..10 {
+        let mut c = Conn::connect_from(server.c2s, attacker).await;
+        c.open("localhost").await;
+    }
+    let mut refused = Conn::connect_from(server.c2s, attacker).await;
+    let raw =
+        String::from_utf8_lossy(&refused.read_raw_until_closed(STEP_TIMEOUT).await).into_owned();
+    assert!(raw.contains("<policy-violation"), "{raw}");
+    assert!(raw.contains("try again later"), "{raw}");
+    let banned_at = Instant::now();
+    // Still refused a moment later, while others log in and chat.
+    let mut c = Conn::connect_from(server.c2s, attacker).await;
+    let raw = String::from_utf8_lossy(&c.read_raw_until_closed(STEP_TIMEOUT).await).into_owned();
+    assert!(raw.contains("<policy-violation"), "{raw}");
+    server.add_user("carol", "pw").await;
+    let mut carol = server.login_from(loopback(3), "carol", "pw", "r").await;
+    carol.ping_server().await;
+    w.chat("during").await;
+    // After the ban the address is served again.
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(banned_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.add_user("dave", "pw").await;
+    let mut dave = server.login_from(attacker, "dave", "pw", "r").await;
+    dave.ping_server().await;
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}
+
+/// A guesser who fails `auth_address_ban_after` logins from one address is refused at the
+/// door until the ban ends; the account's owner, from another address, logs in meanwhile.
+#[tokio::test]
+async fn repeated_failed_logins_put_the_address_in_the_penalty_box() {
+    let server = TestServer::start_with(|c| {
+        // No delays here: this test is about the ban.
+        c.limits.auth_address_failures_free = 100;
+        c.limits.auth_account_failures_free = 100;
+        c.limits.auth_address_ban_after = 3;
+        c.limits.address_ban_secs = 3;
+    })
+    .await;
+    let mut w = Witnesses::login(&server).await;
+    server.add_user("victim", "right").await;
+    let attacker = loopback(2);
+    for _ in 0..3 {
+        let mut c = Conn::connect_from(server.c2s, attacker).await;
+        c.open("localhost").await;
+        c.starttls().await;
+        let r = c
+            .scram(starling_sasl::ScramHash::Sha256, false, "victim", "guess")
+            .await;
+        assert!(r.is_err(), "a wrong password fails");
+    }
+    let banned_at = Instant::now();
+    let mut c = Conn::connect_from(server.c2s, attacker).await;
+    let raw = String::from_utf8_lossy(&c.read_raw_until_closed(STEP_TIMEOUT).await).into_owned();
+    assert!(raw.contains("<policy-violation"), "{raw}");
+    assert!(raw.contains("failed logins"), "{raw}");
+    // The owner is not locked out.
+    let mut owner = server.login_from(loopback(3), "victim", "right", "r").await;
+    owner.ping_server().await;
+    w.chat("during").await;
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(banned_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut back = Conn::connect_from(server.c2s, attacker).await;
+    back.open("localhost").await;
+    w.chat("after").await;
+    server.assert_still_serves().await;
+}

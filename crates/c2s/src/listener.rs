@@ -1,6 +1,8 @@
 //! Accept loops for client listeners, with the connection caps of DESIGN principle 3: a global
-//! maximum and a per-IP maximum. A connection over a cap gets a stream error
-//! (`policy-violation`) and is closed before any parsing happens.
+//! maximum and a per-IP maximum, and the penalty box of [`crate::throttle`] (connection
+//! floods, persistent failed logins). A connection over a cap or from an address in the
+//! penalty box gets a stream error (`policy-violation`) and is closed before any parsing
+//! happens.
 //!
 //! [`C2sEntry`] is the door for front ends that carry client streams over something other
 //! than a raw socket (the WebSocket and BOSH front end of crates/http): it admits a
@@ -235,9 +237,20 @@ async fn accept_loop(
             },
         };
         let _ = tcp.set_nodelay(true);
+        // The penalty box (crate::throttle): floods of connections and persistent guessers.
+        let policy = crate::throttle::Policy::from_config(&server.config().limits);
+        if let Err(banned) = shared.registration.auth_throttle.admit(peer.ip(), &policy) {
+            tracing::debug!(%peer, left_secs = banned.left.as_secs(), "address in the penalty box; refusing connection");
+            tokio::spawn(refuse(
+                tcp,
+                kind,
+                "too many connections or failed logins from your address; try again later",
+            ));
+            continue;
+        }
         let Some(slot) = limits.acquire(peer.ip()) else {
             tracing::warn!(%peer, "connection limit reached; refusing connection");
-            tokio::spawn(refuse(tcp, kind));
+            tokio::spawn(refuse(tcp, kind, "too many connections"));
             continue;
         };
         let server = server.clone();
@@ -258,15 +271,15 @@ async fn accept_loop(
     }
 }
 
-/// Tells a refused plaintext client why, in XMPP terms, then closes.
-async fn refuse(mut tcp: TcpStream, kind: ListenerKind) {
+/// Tells a refused plaintext client why (`text`), in XMPP terms, then closes.
+async fn refuse(mut tcp: TcpStream, kind: ListenerKind, text: &'static str) {
     if kind == ListenerKind::C2s {
-        let msg = concat!(
-            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' ",
-            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
-            "<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>",
-            "<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>too many connections</text>",
-            "</stream:error></stream:stream>"
+        let msg = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>\
+             <stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{text}</text>\
+             </stream:error></stream:stream>"
         );
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(2),

@@ -81,8 +81,9 @@ struct Session {
     close_signal: CloseSignal,
 }
 
-/// Per-session token buckets for bytes and stanzas read (`[limits]`): applied to the
-/// connection a session starts on and to every connection it is resumed on.
+/// Per-session token buckets for bytes and stanzas read (`[limits]`), and how long a session
+/// may stay over them before it is closed with `policy-violation`: applied to the connection
+/// a session starts on and to every connection it is resumed on.
 fn apply_rate_limits(
     server: &Server,
     stream: &mut XmlStream<Transport>,
@@ -96,7 +97,8 @@ fn apply_rate_limits(
             lim.session_bytes_burst,
             lim.session_stanzas_per_sec,
             lim.session_stanzas_burst,
-        ),
+        )
+        .disconnect_after_secs(lim.rate_limit_disconnect_secs),
         format!("{peer} {jid}"),
     );
 }

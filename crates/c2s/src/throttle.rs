@@ -22,7 +22,16 @@
 //! when it is full, and if it is still full the key with the oldest failure is forgotten.
 //! Ejabberd's mod_fail2ban bans an address after N failures; Prosody's mod_limit_auth
 //! tarpits. A delay keeps working behind carrier-grade NAT, where a ban would lock out
-//! everyone sharing the address.
+//! everyone sharing the address, so the delays come first.
+//!
+//! **The penalty box** is the last resort, for what the delays do not stop: an address with
+//! `auth_address_ban_after` failures within the window (a guesser patient enough to sit
+//! through the delays), or one opening more than `connections_per_ip_per_minute` new client
+//! connections in a minute (a connection flood of short-lived connections, which the cap on
+//! *simultaneous* connections per address does not see), has its new connections refused
+//! with `policy-violation` for `address_ban_secs`; the TCP listeners ask
+//! [`AuthThrottle::admit`] before anything else. The ban is logged once when it starts;
+//! connections already open are left alone. Generous defaults keep a NAT's users in.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,6 +45,9 @@ use tokio::time::Instant;
 /// Most addresses and most accounts remembered (each).
 pub(crate) const MAX_ENTRIES: usize = 10_000;
 
+/// The window in which new connections per address are counted.
+const CONNECTION_WINDOW: Duration = Duration::from_secs(60);
+
 /// The configured policy, copied from `[limits]`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
@@ -44,6 +56,12 @@ pub(crate) struct Policy {
     base: Duration,
     max: Duration,
     window: Duration,
+    /// New connections per address per [`CONNECTION_WINDOW`]; 0 = unlimited.
+    connections_per_window: u32,
+    /// Failures from an address that put it in the penalty box; 0 = never.
+    ban_after_failures: u32,
+    /// How long the penalty box lasts.
+    ban: Duration,
 }
 
 impl Policy {
@@ -54,6 +72,9 @@ impl Policy {
             base: Duration::from_millis(l.auth_failure_delay_ms),
             max: Duration::from_millis(l.auth_failure_max_delay_ms),
             window: Duration::from_secs(l.auth_failure_window_secs),
+            connections_per_window: l.connections_per_ip_per_minute,
+            ban_after_failures: l.auth_address_ban_after,
+            ban: Duration::from_secs(l.address_ban_secs),
         }
     }
 
@@ -84,11 +105,30 @@ pub(crate) enum Turn {
     Busy,
 }
 
-/// Failures per address and per account, shared by every connection.
+/// New connections of one address, and its ban.
+#[derive(Debug, Clone)]
+struct Admission {
+    /// Start of the current counting window.
+    window_start: Instant,
+    /// Connections opened in it.
+    connections: u32,
+    /// Refused until then, when in the penalty box.
+    banned_until: Option<Instant>,
+}
+
+/// Why [`AuthThrottle::admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Banned {
+    /// Time left in the penalty box.
+    pub(crate) left: Duration,
+}
+
+/// Failures per address and per account, and the penalty box; shared by every connection.
 #[derive(Default)]
 pub(crate) struct AuthThrottle {
     addresses: Mutex<HashMap<IpAddr, Entry>>,
     accounts: Mutex<HashMap<String, Entry>>,
+    admissions: Mutex<HashMap<IpAddr, Admission>>,
 }
 
 /// The throttle key of an address: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64.
@@ -145,7 +185,106 @@ fn record<K: Eq + Hash + Clone>(map: &mut HashMap<K, Entry>, key: K, policy: &Po
     entry.failures
 }
 
+/// Makes room for one more admission entry: forgets entries that are neither banned nor in
+/// a current window, then (still full) the one with the oldest window that is not banned,
+/// then the one whose ban ends first.
+fn make_room(map: &mut HashMap<IpAddr, Admission>, now: Instant) {
+    if map.len() < MAX_ENTRIES {
+        return;
+    }
+    map.retain(|_, a| {
+        a.banned_until.is_some_and(|u| u > now)
+            || now.duration_since(a.window_start) < CONNECTION_WINDOW
+    });
+    if map.len() < MAX_ENTRIES {
+        return;
+    }
+    let victim = map
+        .iter()
+        .min_by_key(|(_, a)| (a.banned_until.is_some(), a.banned_until, a.window_start))
+        .map(|(k, _)| *k);
+    if let Some(k) = victim {
+        map.remove(&k);
+    }
+}
+
 impl AuthThrottle {
+    /// Admits a new connection from `ip`, counting it against the address's connection rate;
+    /// refuses it while the address is in the penalty box (and puts it there when this
+    /// connection is one too many).
+    pub(crate) fn admit(&self, ip: IpAddr, policy: &Policy) -> Result<(), Banned> {
+        let key = address_key(ip);
+        let now = Instant::now();
+        let mut map = self.admissions.lock();
+        if let Some(a) = map.get_mut(&key) {
+            match a.banned_until {
+                Some(until) if until > now => return Err(Banned { left: until - now }),
+                Some(_) => {
+                    tracing::info!(address = %key, "penalty box over; accepting connections again");
+                    a.banned_until = None;
+                    a.connections = 0;
+                    a.window_start = now;
+                }
+                None => {}
+            }
+        }
+        if policy.connections_per_window == 0 {
+            return Ok(());
+        }
+        if !map.contains_key(&key) {
+            make_room(&mut map, now);
+        }
+        let a = map.entry(key).or_insert(Admission {
+            window_start: now,
+            connections: 0,
+            banned_until: None,
+        });
+        if now.duration_since(a.window_start) >= CONNECTION_WINDOW {
+            a.window_start = now;
+            a.connections = 0;
+        }
+        a.connections = a.connections.saturating_add(1);
+        if a.connections > policy.connections_per_window && !policy.ban.is_zero() {
+            a.banned_until = Some(now + policy.ban);
+            tracing::warn!(
+                address = %key,
+                connections_per_minute = policy.connections_per_window,
+                ban_secs = policy.ban.as_secs(),
+                "connection flood: address refused for a while (penalty box)"
+            );
+            return Err(Banned { left: policy.ban });
+        }
+        Ok(())
+    }
+
+    /// Puts the address of `ip` in the penalty box (after too many failed logins).
+    fn ban(&self, ip: IpAddr, policy: &Policy, failures: u32) {
+        if policy.ban.is_zero() {
+            return;
+        }
+        let key = address_key(ip);
+        let now = Instant::now();
+        let mut map = self.admissions.lock();
+        if !map.contains_key(&key) {
+            make_room(&mut map, now);
+        }
+        let a = map.entry(key).or_insert(Admission {
+            window_start: now,
+            connections: 0,
+            banned_until: None,
+        });
+        if a.banned_until.is_some_and(|u| u > now) {
+            return;
+        }
+        a.banned_until = Some(now + policy.ban);
+        tracing::warn!(
+            address = %key,
+            failures,
+            ban_secs = policy.ban.as_secs(),
+            "too many failed logins: address refused for a while (penalty box)"
+        );
+    }
+
     /// Takes a turn for an attempt from `ip`: how long it must wait, or [`Turn::Busy`].
     pub(crate) fn address_turn(&self, ip: IpAddr, policy: &Policy) -> Turn {
         let now = Instant::now();
@@ -181,6 +320,9 @@ impl AuthThrottle {
         let by_account = account.map_or(0, |a| {
             record(&mut self.accounts.lock(), a.to_owned(), policy)
         });
+        if policy.ban_after_failures > 0 && by_ip >= policy.ban_after_failures {
+            self.ban(ip, policy, by_ip);
+        }
         let next_delay = policy
             .delay(by_ip, policy.free_address)
             .max(policy.delay(by_account, policy.free_account));
@@ -206,6 +348,11 @@ impl AuthThrottle {
     fn sizes(&self) -> (usize, usize) {
         (self.addresses.lock().len(), self.accounts.lock().len())
     }
+
+    #[cfg(test)]
+    fn admissions_len(&self) -> usize {
+        self.admissions.lock().len()
+    }
 }
 
 #[cfg(test)]
@@ -219,6 +366,9 @@ mod tests {
             base: Duration::from_millis(100),
             max: Duration::from_millis(1000),
             window: Duration::from_secs(60),
+            connections_per_window: 0,
+            ban_after_failures: 0,
+            ban: Duration::from_secs(30),
         }
     }
 
@@ -303,5 +453,95 @@ mod tests {
             t.failed(ip, Some(&format!("u{i}@localhost")), &p);
         }
         assert_eq!(t.sizes(), (MAX_ENTRIES, MAX_ENTRIES));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_flood_puts_the_address_in_the_penalty_box() {
+        let t = AuthThrottle::default();
+        let p = Policy {
+            connections_per_window: 5,
+            ..policy()
+        };
+        for _ in 0..5 {
+            assert_eq!(t.admit(IP, &p), Ok(()));
+        }
+        assert_eq!(
+            t.admit(IP, &p),
+            Err(Banned {
+                left: Duration::from_secs(30)
+            })
+        );
+        // Other addresses are not affected; a banned one stays refused until the end.
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(t.admit(other, &p), Ok(()));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            t.admit(IP, &p),
+            Err(Banned {
+                left: Duration::from_secs(1)
+            })
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            t.admit(IP, &p),
+            Ok(()),
+            "the ban is over and counting restarts"
+        );
+        // Connections spread over more than a window are not a flood.
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(13)).await;
+            assert_eq!(t.admit(IP, &p), Ok(()));
+        }
+        // No limit: nothing is remembered.
+        let q = policy();
+        let fresh = AuthThrottle::default();
+        for _ in 0..100 {
+            assert_eq!(fresh.admit(IP, &q), Ok(()));
+        }
+        assert_eq!(fresh.admissions_len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_failures_put_the_address_in_the_penalty_box() {
+        let t = AuthThrottle::default();
+        let p = Policy {
+            free_address: 100,
+            ban_after_failures: 4,
+            ..policy()
+        };
+        for _ in 0..3 {
+            t.failed(IP, Some("alice@localhost"), &p);
+            assert_eq!(t.admit(IP, &p), Ok(()));
+        }
+        t.failed(IP, Some("alice@localhost"), &p);
+        assert!(t.admit(IP, &p).is_err());
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(t.admit(other, &p), Ok(()));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(t.admit(IP, &p), Ok(()));
+        // Off when 0.
+        let q = Policy {
+            free_address: 100,
+            ..policy()
+        };
+        let u = AuthThrottle::default();
+        for _ in 0..50 {
+            u.failed(IP, None, &q);
+        }
+        assert_eq!(u.admit(IP, &q), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_penalty_box_is_bounded() {
+        let t = AuthThrottle::default();
+        let p = Policy {
+            connections_per_window: 1,
+            ..policy()
+        };
+        for i in 0..(MAX_ENTRIES as u32 + 500) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = t.admit(ip, &p);
+        }
+        assert_eq!(t.admissions_len(), MAX_ENTRIES);
     }
 }

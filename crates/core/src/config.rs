@@ -468,6 +468,18 @@ pub struct LimitsConfig {
     pub auth_failure_max_delay_ms: u64,
     /// Seconds after the last failure when an address's or account's failures are forgotten.
     pub auth_failure_window_secs: u64,
+    /// Seconds a session may stay over its stanza or byte rate (reads paused back to back,
+    /// the bucket never refilling to half) before it is closed with `policy-violation`.
+    /// 0 = only pace, never disconnect.
+    pub rate_limit_disconnect_secs: u64,
+    /// New client connections one IP address (one /64 for IPv6) may open per minute; more
+    /// put the address in the penalty box for `address_ban_secs`. 0 = no limit.
+    pub connections_per_ip_per_minute: u32,
+    /// Failed logins from one address within `auth_failure_window_secs` after which the
+    /// address is refused for `address_ban_secs`. 0 = never (only the delays apply).
+    pub auth_address_ban_after: u32,
+    /// Seconds an address in the penalty box has its new client connections refused.
+    pub address_ban_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -485,6 +497,10 @@ impl Default for LimitsConfig {
             auth_failure_delay_ms: 1000,
             auth_failure_max_delay_ms: 16_000,
             auth_failure_window_secs: 900,
+            rate_limit_disconnect_secs: 60,
+            connections_per_ip_per_minute: 300,
+            auth_address_ban_after: 60,
+            address_ban_secs: 900,
         }
     }
 }
@@ -779,12 +795,24 @@ pub struct S2sRoute {
 }
 
 /// `[mam]`: the per-user message archive (XEP-0313).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MamConfig {
     /// Days an archived message is kept; older ones are deleted (oldest first, so the archive
     /// never has holes, XEP-0313 §3.2). 0 keeps messages until the user deletes the account.
     pub retention_days: u32,
+    /// Most messages one user's archive holds; when an append goes over it, the oldest are
+    /// deleted (down to 99% of it) and the deletion is logged. 0 = no cap.
+    pub max_messages_per_user: u64,
+}
+
+impl Default for MamConfig {
+    fn default() -> Self {
+        MamConfig {
+            retention_days: 0,
+            max_messages_per_user: 100_000,
+        }
+    }
 }
 
 /// Who may create chat rooms (`[muc] create`).

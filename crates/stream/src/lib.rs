@@ -8,7 +8,8 @@
 //!
 //! Reading may be paced by token buckets for bytes and stanzas ([`RateLimits`], see
 //! [`rate`]): when one is empty the stream waits before reading on, which is backpressure on
-//! the peer, never an error.
+//! the peer. Only a peer that stays over a limit for longer than
+//! [`RateLimits::disconnect_after`] gets an error: `policy-violation`.
 
 pub mod rate;
 
@@ -62,6 +63,8 @@ pub struct XmlStream<T> {
     last_throttle_log: Option<Instant>,
     /// How many times reading was paused by a bucket (for tests and metrics).
     pauses: u64,
+    /// A peer over a limit this long is disconnected.
+    disconnect_after: Option<std::time::Duration>,
 }
 
 /// Which bucket a wait is for.
@@ -86,6 +89,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             peer_label: String::new(),
             last_throttle_log: None,
             pauses: 0,
+            disconnect_after: None,
         }
     }
 
@@ -94,6 +98,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
     pub fn set_rate_limits(&mut self, limits: RateLimits, peer: impl Into<String>) {
         self.byte_bucket = limits.bytes.map(|(r, b)| TokenBucket::new(r, b));
         self.stanza_bucket = limits.stanzas.map(|(r, b)| TokenBucket::new(r, b));
+        self.disconnect_after = limits.disconnect_after;
         self.peer_label = peer.into();
     }
 
@@ -106,7 +111,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
     /// changes no state, and bytes are consumed only once a read has completed.
     pub async fn next_event(&mut self) -> Result<StreamEvent, ReadError> {
         loop {
-            self.pace(Bucket::Stanzas).await;
+            self.pace(Bucket::Stanzas).await?;
             match self.framer.next_event() {
                 Ok(Some(ev)) => {
                     if let (StreamEvent::Stanza(_), Some(b)) = (&ev, &mut self.stanza_bucket) {
@@ -117,7 +122,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
                 Ok(None) => {}
                 Err(e) => return Err(ReadError::Stream(e)),
             }
-            self.pace(Bucket::Bytes).await;
+            self.pace(Bucket::Bytes).await?;
             let n = self.io.read(&mut self.read_buf).await?;
             if n == 0 {
                 return Err(ReadError::Eof);
@@ -130,19 +135,39 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
         }
     }
 
-    /// Waits until `which` bucket is no longer empty (at once when it is not limited).
-    async fn pace(&mut self, which: Bucket) {
+    /// Waits until `which` bucket is no longer empty (at once when it is not limited). Err:
+    /// the peer has been over the limit for longer than `disconnect_after`.
+    async fn pace(&mut self, which: Bucket) -> Result<(), ReadError> {
         let bucket = match which {
             Bucket::Bytes => &mut self.byte_bucket,
             Bucket::Stanzas => &mut self.stanza_bucket,
         };
-        let Some(wait) = bucket
-            .as_mut()
-            .map(TokenBucket::wait_time)
-            .filter(|w| !w.is_zero())
-        else {
-            return;
+        let Some(bucket) = bucket.as_mut() else {
+            return Ok(());
         };
+        let wait = bucket.wait_time();
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let limit_name = match which {
+            Bucket::Bytes => "bytes per second",
+            Bucket::Stanzas => "stanzas per second",
+        };
+        if let Some(max) = self.disconnect_after {
+            let over = bucket.over_for();
+            if over >= max {
+                tracing::warn!(
+                    peer = %self.peer_label,
+                    limit = limit_name,
+                    over_secs = over.as_secs(),
+                    "over the inbound rate limit for too long; closing with policy-violation"
+                );
+                return Err(ReadError::Stream(StreamError::with_text(
+                    starling_proto::error::StreamErrorCondition::PolicyViolation,
+                    format!("over the {limit_name} limit for {} s", over.as_secs()),
+                )));
+            }
+        }
         self.pauses += 1;
         let now = Instant::now();
         if self
@@ -152,15 +177,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             self.last_throttle_log = Some(now);
             tracing::info!(
                 peer = %self.peer_label,
-                limit = match which {
-                    Bucket::Bytes => "bytes per second",
-                    Bucket::Stanzas => "stanzas per second",
-                },
+                limit = limit_name,
                 pause_ms = wait.as_millis() as u64,
                 "inbound rate limit reached; pausing reads (logged at most once a minute)"
             );
         }
         tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     /// Appends an element to the output buffer (written by [`XmlStream::flush`]).
@@ -306,6 +329,39 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(2900), "{took:?}");
         assert!(took <= Duration::from_millis(4500), "{took:?}");
+    }
+
+    /// A peer that keeps the byte bucket empty for longer than `disconnect_after` gets
+    /// `policy-violation`; the same input under a longer allowance is only paced.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_over_the_byte_rate_for_too_long_is_cut_off() {
+        for (allowed_secs, cut) in [(1, true), (10, false)] {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+            let mut stream = XmlStream::new(ours, Limits::default());
+            stream.set_rate_limits(
+                RateLimits::from_config(16 * 1024, 16 * 1024, 0, 0)
+                    .disconnect_after_secs(allowed_secs),
+                "test",
+            );
+            let body = "x".repeat(64 * 1024);
+            let input = format!(
+                "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>\
+                 <message><body>{body}</body></message>"
+            );
+            use tokio::io::AsyncWriteExt;
+            theirs.write_all(input.as_bytes()).await.unwrap();
+            assert!(matches!(
+                stream.next_event().await,
+                Ok(StreamEvent::Open(_))
+            ));
+            match stream.next_event().await {
+                Err(ReadError::Stream(e)) if cut => {
+                    assert_eq!(e.condition.name(), "policy-violation");
+                }
+                Ok(StreamEvent::Stanza(_)) if !cut => {}
+                other => panic!("allowed {allowed_secs} s: {other:?}"),
+            }
+        }
     }
 
     /// Without limits nothing waits.

@@ -37,6 +37,8 @@
 //!   `never` lists, stored in the key-value store `mam-prefs`; the default is `always`.
 //! - **Retention** (`[mam] retention_days`, §3.2): older messages are deleted oldest first by
 //!   an hourly sweep, and queries never return them in between.
+//! - **Quota** (`[mam] max_messages_per_user`, [`quota`]): past the cap the oldest messages
+//!   of the archive are deleted, down to 99% of it, with a log line.
 //!
 //! What it does not: MUC archives, `include-groupchat`, RSM `<index/>` (refused with
 //! `feature-not-implemented`), deleting single messages. Messages that a per-session privacy
@@ -44,6 +46,7 @@
 
 pub mod prefs;
 pub mod query;
+mod quota;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -115,6 +118,8 @@ pub struct Mam {
     id_counter: AtomicU64,
     /// Whether the retention sweep task was started.
     sweeping: AtomicBool,
+    /// `[mam] max_messages_per_user` and the archive sizes it needs.
+    quota: quota::Quota,
 }
 
 impl Mam {
@@ -126,6 +131,7 @@ impl Mam {
             id_keys: RandomState::new(),
             id_counter: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
+            quota: quota::Quota::new(config.max_messages_per_user),
         }
     }
 
@@ -220,7 +226,10 @@ impl Mam {
                 .archive_append(user.domain(), node, STORE, &item)
                 .await
             {
-                Ok(()) => return Some(item.id),
+                Ok(()) => {
+                    self.quota.appended(server, &user.bare()).await;
+                    return Some(item.id);
+                }
                 // A 128-bit collision: draw again.
                 Err(StorageError::AlreadyExists) => item.id = self.next_id(),
                 Err(e) => {
