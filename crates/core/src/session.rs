@@ -67,6 +67,11 @@ impl SharedStanza {
         }
     }
 
+    /// The length of the serialisation without `to`.
+    pub fn serialised_len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
     /// The unaddressed element (what delivery filters look at).
     pub fn element(&self) -> &Element {
         &self.element

@@ -14,6 +14,10 @@
 //!   configuration, destruction, registration, disco of rooms, moderation, self-ping) in
 //!   [`admin`], **persistence** in [`store`], the **room archive** (MAM on the room JID,
 //!   XEP-0313, with XEP-0359 stanza ids and XEP-0424/0425 tombstones) in [`archive`].
+//! - **Nothing acknowledged is lost** (DESIGN principle 4): the sender of a groupchat message
+//!   waits until the room task has handled it (fanned out and archived) before its next
+//!   stanza, so a stream management `<a h/>` that counts it means it is in the room archive
+//!   (bounded by [`ROOM_HANDLING_WAIT`]; the room queue bounds how much can wait).
 //! - **Sessions that end** without leaving: [`Module::on_session`] turns the end of a session
 //!   into an unavailable presence for each room it was in.
 //!
@@ -43,7 +47,7 @@ use starling_core::xml::BuilderExt;
 use starling_core::{Config, Module, Server};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use config::RoomConfig;
 use room::Room;
@@ -66,6 +70,17 @@ pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
 /// The service identity's name.
 const SERVICE_NAME: &str = "Chatrooms";
 
+/// How long a sender waits for its message to be handled by the room task (see the module
+/// doc) before it goes on anyway (the message stays queued).
+pub const ROOM_HANDLING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A stanza waiting in a room's queue; `done` is signalled (or dropped) once the room task
+/// has handled it.
+struct Queued {
+    stanza: Element,
+    done: Option<oneshot::Sender<()>>,
+}
+
 /// What the module and every room task share.
 pub struct Service {
     /// `[muc]`.
@@ -75,7 +90,7 @@ pub struct Service {
     /// `[muc] admins`, parsed.
     admins: HashSet<Jid>,
     /// Room JID -> the queue of its task.
-    rooms: Mutex<HashMap<Jid, mpsc::Sender<Element>>>,
+    rooms: Mutex<HashMap<Jid, mpsc::Sender<Queued>>>,
     /// Full JID of a session -> the rooms it is in, to leave them when the session ends.
     presence_in: Mutex<HashMap<Jid, HashSet<Jid>>>,
     /// Public rooms in memory that are not persistent (persistent ones are listed from
@@ -174,10 +189,17 @@ impl Service {
     }
 
     /// Queues `stanza` for `room`'s task, starting the task if needed.
-    fn dispatch(self: &Arc<Self>, server: &Server, room: Jid, stanza: Element) -> Result<(), Cond> {
+    fn dispatch(
+        self: &Arc<Self>,
+        server: &Server,
+        room: Jid,
+        stanza: Element,
+        done: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Cond> {
+        let queued = Queued { stanza, done };
         let mut rooms = self.rooms.lock();
         if let Some(tx) = rooms.get(&room) {
-            return match tx.try_send(stanza) {
+            return match tx.try_send(queued) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::warn!(%room, "room queue full: stanza refused");
@@ -194,7 +216,7 @@ impl Service {
             return Err(Cond::ServiceUnavailable);
         };
         let (tx, rx) = mpsc::channel(self.settings.room_queue);
-        tx.try_send(stanza).expect("a new queue has room");
+        tx.try_send(queued).expect("a new queue has room");
         rooms.insert(room.clone(), tx);
         let svc = self.clone();
         tokio::spawn(async move { svc.run_room(server, room, rx).await });
@@ -206,7 +228,7 @@ impl Service {
         self: Arc<Self>,
         server: Arc<Server>,
         jid: Jid,
-        mut rx: mpsc::Receiver<Element>,
+        mut rx: mpsc::Receiver<Queued>,
     ) {
         let mut room = match store::load(&server, &self, &jid).await {
             Ok(Some(r)) => r,
@@ -214,8 +236,13 @@ impl Service {
             Err(e) => {
                 tracing::error!(error = %e, room = %jid, "loading a room failed");
                 self.rooms.lock().remove(&jid);
-                while let Ok(st) = rx.try_recv() {
-                    room::refuse(&server, &st, StanzaError::new(Cond::InternalServerError)).await;
+                while let Ok(q) = rx.try_recv() {
+                    room::refuse(
+                        &server,
+                        &q.stanza,
+                        StanzaError::new(Cond::InternalServerError),
+                    )
+                    .await;
                 }
                 return;
             }
@@ -226,13 +253,16 @@ impl Service {
                 s = rx.recv() => s,
                 () = stop.cancelled() => None,
             };
-            let Some(stanza) = stanza else {
+            let Some(Queued { stanza, done }) = stanza else {
                 if stop.is_cancelled() {
                     room.shutdown_notice(&server, &self).await;
                 }
                 break;
             };
             self.handle(&server, &mut room, stanza).await;
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
             if room.occupants.is_empty() {
                 // Unload: only while holding the registry lock, and only if nothing is queued
                 // (senders queue under the same lock), so no stanza is lost.
@@ -296,9 +326,34 @@ impl Module for Muc {
         }
         let room = to.bare();
         let copy = (stanza.attr("type") != Some("error")).then(|| stanza.clone());
-        if let Err(cond) = self.service.dispatch(server, room, stanza) {
+        // Groupchat messages may be archived: the sender waits for the room (see the module
+        // doc). Not what a room sends itself (an error bounced back to a room, say): its
+        // task would wait for itself.
+        let from_a_room = stanza
+            .attr("from")
+            .and_then(|f| Jid::parse(f).ok())
+            .is_some_and(|f| self.service.domains.iter().any(|d| d == f.domain()));
+        let (done, handled) = if stanza.name() == "message"
+            && stanza.attr("type") == Some("groupchat")
+            && !from_a_room
+        {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if let Err(cond) = self.service.dispatch(server, room.clone(), stanza, done) {
             if let Some(s) = copy {
                 room::refuse(server, &s, StanzaError::new(cond)).await;
+            }
+            return;
+        }
+        if let Some(handled) = handled {
+            if tokio::time::timeout(ROOM_HANDLING_WAIT, handled)
+                .await
+                .is_err()
+            {
+                tracing::warn!(%room, "room did not handle a message in time; sender goes on");
             }
         }
     }
@@ -313,7 +368,7 @@ impl Module for Muc {
             let gone = Element::builder("gone", "urn:starling:muc:internal")
                 .with_attr("from", full.as_str())
                 .build();
-            let _ = self.service.dispatch(server, room, gone);
+            let _ = self.service.dispatch(server, room, gone, None);
         }
     }
 }

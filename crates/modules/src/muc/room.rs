@@ -20,7 +20,7 @@ use starling_core::xml::{BuilderExt, ElementExt};
 use starling_core::{Server, SharedStanza};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
-use starling_proto::{ns, writer};
+use starling_proto::ns;
 
 use super::config::{RoomConfig, Whois};
 use super::roles::{default_role, Affiliation, Role};
@@ -433,13 +433,14 @@ impl Room {
     /// Sends `msg` (no `to`) to every session of every occupant. The hot path of a room: the
     /// message is serialised once and the same bytes are queued for every local session
     /// ([`SharedStanza`]); only remote occupants get an element of their own.
-    pub async fn fan_out(&self, server: &Server, msg: &Element) {
+    pub async fn fan_out(&self, server: &Server, msg: &Element) -> Arc<SharedStanza> {
         let shared = Arc::new(SharedStanza::new(msg.clone()));
         for o in self.occupants.values() {
             for s in &o.sessions {
                 deliver_shared(server, &shared, s).await;
             }
         }
+        shared
     }
 
     // ---- presence ------------------------------------------------------------------------
@@ -966,7 +967,7 @@ impl Room {
         let id = svc.random_id();
         stamp(&mut out, self.jid.as_str(), &id);
         let when_ms = now_ms();
-        self.fan_out(server, &out).await;
+        let shared = self.fan_out(server, &out).await;
         if subject && !body {
             self.subject = Subject {
                 text: out
@@ -977,13 +978,11 @@ impl Room {
             };
             self.save(server, svc).await;
         } else if body {
-            let mut bytes = Vec::new();
-            writer::write_element(&out, &mut bytes);
             if !no_store(&out) {
                 self.history.push_back(HistoryEntry {
                     msg: out.clone(),
                     when_ms,
-                    chars: bytes.len(),
+                    chars: shared.serialised_len(),
                 });
                 while self.history.len() > svc.settings.history_max {
                     self.history.pop_front();
