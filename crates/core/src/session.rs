@@ -72,6 +72,11 @@ impl SharedStanza {
         self.head.len() + self.tail.len()
     }
 
+    /// The serialisation without `to` (what a room archives: the message as broadcast).
+    pub fn unaddressed_bytes(&self) -> Vec<u8> {
+        [&self.head[..], &self.tail[..]].concat()
+    }
+
     /// The unaddressed element (what delivery filters look at).
     pub fn element(&self) -> &Element {
         &self.element
@@ -294,6 +299,12 @@ mod tests {
         let expected = shared.addressed(&to);
         assert_eq!(parsed, expected, "{text}");
         assert_eq!(parsed.attr("to"), Some(to.as_str()));
+        let plain: Element = String::from_utf8(shared.unaddressed_bytes())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(&plain, shared.element());
+        assert_eq!(shared.unaddressed_bytes().len(), shared.serialised_len());
         // The same bytes serve a second session with its own address.
         let other = Jid::parse("b@example/x").unwrap();
         let mut second = Vec::new();

@@ -9,7 +9,7 @@
 
 use minidom::Element;
 use starling_core::xml::BuilderExt;
-use starling_core::Server;
+use starling_core::{Server, SharedStanza};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
 use starling_proto::{ns, writer};
@@ -42,10 +42,10 @@ impl Room {
         id: &str,
         when_ms: i64,
         nick: &str,
-        msg: &Element,
+        shared: &SharedStanza,
     ) {
-        let mut payload = Vec::new();
-        writer::write_element(msg, &mut payload);
+        // The bytes the fan-out wrote: the message as broadcast, serialised once.
+        let payload = shared.unaddressed_bytes();
         let item = ArchiveItem {
             id: id.to_owned(),
             when_ms,
@@ -198,9 +198,9 @@ impl Room {
             .append(retract)
             .build();
         crate::stanza_id::stamp(&mut msg, self.jid.as_str(), &new_id);
-        self.fan_out(server, &msg).await;
+        let shared = self.fan_out(server, &msg).await;
         if self.config.logging {
-            self.archive(server, &new_id, now_ms(), "", &msg).await;
+            self.archive(server, &new_id, now_ms(), "", &shared).await;
         }
         Ok(None)
     }

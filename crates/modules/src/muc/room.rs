@@ -993,7 +993,7 @@ impl Room {
             && !no_store(&out)
             && (body || out.get_child("retract", NS_RETRACT).is_some())
         {
-            self.archive(server, &id, when_ms, &nick, &out).await;
+            self.archive(server, &id, when_ms, &nick, &shared).await;
         }
     }
 
