@@ -39,6 +39,16 @@ impl TestServer {
 
     /// A server whose configuration `tweak` may change (limits, timeouts...).
     pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::try_start_with(tweak)
+            .await
+            .expect("server starts")
+    }
+
+    /// [`TestServer::start_with`] that returns the error: for a test that picked a fixed port,
+    /// which another process may take between the pick and the bind (then pick again).
+    pub async fn try_start_with(
+        tweak: impl FnOnce(&mut Config),
+    ) -> Result<TestServer, starling::StartError> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::default();
         config.server.data_dir = dir.path().join("data");
@@ -53,7 +63,7 @@ impl TestServer {
             },
         ];
         tweak(&mut config);
-        let running = starling::start(config).await.expect("server starts");
+        let running = starling::start(config).await?;
         let c2s = running
             .listeners
             .address(ListenerKind::C2s)
@@ -62,12 +72,12 @@ impl TestServer {
             .listeners
             .address(ListenerKind::C2sDirectTls)
             .expect("direct TLS listener");
-        TestServer {
+        Ok(TestServer {
             running: Some(running),
             c2s,
             direct_tls,
             dir,
-        }
+        })
     }
 
     /// The HTTP upload service (XEP-0363), when enabled.

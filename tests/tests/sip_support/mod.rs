@@ -45,21 +45,33 @@ pub async fn gateway_server(route_port: u16, format: SipMessageFormat) -> Gatewa
 
 pub async fn gateway_server_with(
     route_port: u16,
-    tweak: impl FnOnce(&mut starling_core::Config),
+    tweak: impl Fn(&mut starling_core::Config),
 ) -> GatewayServer {
-    let port = free_port().await;
-    let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = TestServer::start_with(|c| {
-        c.sip.enabled = true;
-        c.sip.listen = gateway;
-        c.sip.routes = vec![SipRoute {
-            domain: "sip.example".into(),
-            address: format!("127.0.0.1:{route_port}").parse().unwrap(),
-            transport: SipTransport::Udp,
-        }];
-        tweak(c);
-    })
-    .await;
+    // The gateway listens on a port picked here; another process may take it between the
+    // pick and the bind, so pick again then (a few times).
+    let mut attempt = 0;
+    let (server, gateway) = loop {
+        attempt += 1;
+        let port = free_port().await;
+        let gateway: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let started = TestServer::try_start_with(|c| {
+            c.sip.enabled = true;
+            c.sip.listen = gateway;
+            c.sip.routes = vec![SipRoute {
+                domain: "sip.example".into(),
+                address: format!("127.0.0.1:{route_port}").parse().unwrap(),
+                transport: SipTransport::Udp,
+            }];
+            tweak(c);
+        })
+        .await;
+        match started {
+            Ok(server) => break (server, gateway),
+            Err(starling::StartError::Listen(e))
+                if e.kind() == std::io::ErrorKind::AddrInUse && attempt < 5 => {}
+            Err(e) => panic!("server starts: {e}"),
+        }
+    };
     for u in ["alice", "carol"] {
         server.add_user(u, &format!("pw-{u}")).await;
     }
