@@ -7,7 +7,9 @@
 //! configuration. Then the others join (at most `--concurrency` at a time), asking for no
 //! history; a join ends with the occupant's own presence (status 110). The server's room
 //! limits must admit O occupants (Starling: `[muc] max_occupants`; ejabberd: `max_users`;
-//! Prosody: `muc_max_occupants`).
+//! Prosody: `muc_max_occupants`). Filling a room costs O^2 presence stanzas (each join brings
+//! the presence of every occupant already there and is broadcast to all of them): for 1,000
+//! occupants about a million, which Prosody 0.12 took ~275 s for here (`join_s`).
 //!
 //! Then the first S occupants of every room send `<message type='groupchat'/>` with a body of
 //! `SEQ MICROS`, each with at most W messages not yet delivered to all O occupants (the
@@ -33,6 +35,9 @@ const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const NS_DATA: &str = "jabber:x:data";
+/// Longest wait for one join: in a room of 1,000 a join brings up to 1,000 presences, and
+/// Prosody 0.12 took ~9 s per join at 32 joins at once near that size.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What `muc` is asked to do.
 #[derive(Debug, Clone)]
@@ -228,7 +233,7 @@ impl Occupant {
         } else {
             let mut ready = ready.subscribe();
             // Wait (reading, so nothing piles up) until the owner has unlocked the room.
-            let waited = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let waited = tokio::time::timeout(JOIN_TIMEOUT, async {
                 loop {
                     if *ready.borrow_and_update() {
                         return Ok(());
@@ -306,7 +311,7 @@ impl Occupant {
             .send(&join)
             .await
             .map_err(|e| format!("{occupant_jid}: {e}"))?;
-        let own = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        let own = tokio::time::timeout(JOIN_TIMEOUT, async {
             loop {
                 let st = client.recv().await.map_err(|e| e.to_string())?;
                 if st.name() != "presence" || st.attr("from") != Some(occupant_jid.as_str()) {
