@@ -199,3 +199,116 @@ async fn relay_scenario_moves_chat_messages_through_the_byte_relay() {
         .await
         .is_err());
 }
+
+/// Runs the `starling` binary with `args`; returns its `RESULT` line.
+fn result_line(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("RESULT "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    lines[0].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_prints_one_result_line() {
+    use std::io::BufRead;
+
+    // relay-server and relay, as bench/run uses them.
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_starling"))
+        .args([
+            "bench",
+            "relay-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--lifetime",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .trim()
+        .strip_prefix("relay: listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let line = tokio::task::spawn_blocking(move || {
+        result_line(&[
+            "bench",
+            "relay",
+            "--server",
+            &addr,
+            "--pairs",
+            "2",
+            "--max-messages",
+            "500",
+            "--duration",
+            "5",
+        ])
+    })
+    .await
+    .unwrap();
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    assert!(line.starts_with("RESULT scenario=relay "), "{line}");
+    for kv in [
+        " tls=none ",
+        " pairs=2 ",
+        " sent=1000 ",
+        " delivered=1000 ",
+        " lost=0 ",
+    ] {
+        assert!(line.contains(kv), "{kv} not in {line}");
+    }
+
+    // An XMPP scenario against an in-process server: muc on the default service.
+    let (running, opts, _dir) = server(&[("bench", 6)]).await;
+    let addr = opts.server.to_string();
+    let line = tokio::task::spawn_blocking(move || {
+        result_line(&[
+            "bench",
+            "muc",
+            "--server",
+            &addr,
+            "--users",
+            "6",
+            "--occupants",
+            "3",
+            "--rooms",
+            "2",
+            "--max-messages",
+            "10",
+            "--duration",
+            "5",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("RESULT scenario=muc "), "{line}");
+    for kv in [
+        " tls=starttls ",
+        " occupants=3 ",
+        " sent=20 ",
+        " expected=60 ",
+        " delivered=60 ",
+        " lost=0 ",
+        " duplicated=0 ",
+    ] {
+        assert!(line.contains(kv), "{kv} not in {line}");
+    }
+    running.shutdown().await;
+}
