@@ -189,11 +189,13 @@ async fn relay_scenario_moves_chat_messages_through_the_byte_relay() {
         .unwrap();
     let mut opts = BenchOptions::new(addr, "localhost", 4);
     opts.duration = Duration::from_secs(5);
-    let r = bench::relay(&opts, 2, 16, 2000).await.unwrap();
-    println!("{r:?}");
-    assert_eq!((r.sent, r.delivered), (4000, 4000), "{r:?}");
-    assert_eq!((r.lost, r.duplicated, r.reordered, r.errors), (0, 0, 0, 0));
-    assert!(r.messages_per_sec > 0.0);
+    for xml in [false, true] {
+        let r = bench::relay(&opts, 2, 16, 2000, xml).await.unwrap();
+        println!("xml {xml}: {r:?}");
+        assert_eq!((r.sent, r.delivered), (4000, 4000), "{r:?}");
+        assert_eq!((r.lost, r.duplicated, r.reordered, r.errors), (0, 0, 0, 0));
+        assert!(r.messages_per_sec > 0.0);
+    }
     // The relay refuses to listen anywhere but loopback.
     assert!(bench::RelayServer::bind("192.0.2.1:0".parse().unwrap(), 4)
         .await

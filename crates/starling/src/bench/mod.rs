@@ -39,8 +39,10 @@
 //!   the joins took.
 //! - `relay --pairs P --window W --max-messages M --server ADDR`: the machine's limit. The
 //!   pairs, window and message bytes of `chat` (the serialised `<message/>` chat writes,
-//!   newline-terminated) through `relay-server` over plain TCP: no XMPP, no TLS, no
-//!   per-message XML work in the load generator (RESULT says `tls=none mechanism=none`).
+//!   newline-terminated) through `relay-server` over plain TCP: no XMPP, no TLS, and by
+//!   default no per-message XML work in the load generator, so the figure is the machine's
+//!   limit (RESULT says `tls=none mechanism=none xml=0`). With `--xml` the generator builds,
+//!   serialises and parses every message as `chat` does (`xml=1`): only the server differs.
 //! - `relay-server --listen ADDR`: the trivial relay. Each connection's first line names its
 //!   pair (`PAIR name`); the second connection with the same line is paired with the first
 //!   and bytes are copied both ways until either side closes. Runs until Ctrl-C/SIGTERM or
@@ -63,7 +65,7 @@
 //! query_elapsed_s queries_per_sec archived_per_sec query_p50_us query_p99_us query_errors
 //! first_pass_messages complete_accounts`; muc `rooms occupants senders join_s sent expected
 //! delivered elapsed_s deliveries_per_sec p50_us p99_us p999_us max_us lost duplicated
-//! reordered errors`; churn `before_per_sec after_per_sec ratio logins logins_failed
+//! reordered errors`; relay adds `xml`; churn `before_per_sec after_per_sec ratio logins logins_failed
 //! logins_per_sec` plus `before_`/`after_` lost, duplicated and reordered. `--json FILE`
 //! writes the same keys as one flat JSON object.
 //!
@@ -212,6 +214,10 @@ enum Scenario {
         common: CommonArgs,
         #[command(flatten)]
         pairs: PairArgs,
+        /// Do chat's per-message XML work in the load generator too (build and serialise an
+        /// element per message, parse each received one), so that only the server differs.
+        #[arg(long)]
+        xml: bool,
     },
     /// The trivial byte relay `relay` drives: pairs connections by their first line.
     RelayServer {
@@ -629,9 +635,12 @@ pub async fn run(args: BenchArgs, config: Config) -> Result<(), String> {
             let r = muc(&opts, &m).await?;
             ("muc", r.summary())
         }
-        Scenario::Relay { pairs: p, .. } => {
-            let r = relay(&opts, p.pairs, p.window, p.max_messages).await?;
-            ("relay", r.summary())
+        Scenario::Relay { pairs: p, xml, .. } => {
+            let r = relay(&opts, p.pairs, p.window, p.max_messages, *xml).await?;
+            let mut s = r.summary();
+            s.line("generator XML work", if *xml { "yes" } else { "no" });
+            s.field("xml", u8::from(*xml));
+            ("relay", s)
         }
         Scenario::Churn {
             pairs: p, logins, ..

@@ -26,12 +26,17 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use starling_proto::framer::{Framer, Limits, StreamEvent};
+
 use super::chat::{check_pairs, parse_body, report, ChatReport, PairState, SeqTally};
 use super::report::micros;
 use super::{BenchOptions, CONNECT_TIMEOUT, DRAIN};
 
 /// Longest first line.
 const MAX_LINE: usize = 256;
+/// The stream the `xml` receiver's reader is opened with.
+const STREAM_HEADER: &str = "<stream:stream xmlns='jabber:client' \
+    xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 /// How long a connection may take to send its first line.
 const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -171,12 +176,16 @@ async fn expect_ok(conn: &mut TcpStream) -> Result<(), String> {
     Ok(())
 }
 
-/// `chat` through the byte relay at `opts.server`.
+/// `chat` through the byte relay at `opts.server`. With `xml`, the load generator does chat's
+/// per-message XML work too: it builds and serialises each message as an element and parses
+/// each received line with the client's XML reader, so that only the server differs from
+/// `chat`; without, it copies bytes (the machine's limit).
 pub async fn relay(
     opts: &BenchOptions,
     pairs: usize,
     window: u64,
     max_messages: u64,
+    xml: bool,
 ) -> Result<ChatReport, String> {
     check_pairs(opts, pairs, window, max_messages)?;
     let mut conns = Vec::with_capacity(pairs);
@@ -198,16 +207,15 @@ pub async fn relay(
         let state = Arc::new(PairState::default());
         // The full JID chat's sender addresses (the receiver's bound resource).
         let to = format!("{}/bench-{}", opts.account(2 * p + 1), 2 * p + 1);
-        senders.spawn(send_loop(
-            sender,
-            to,
-            state.clone(),
+        let pace = Pace {
             base,
             deadline,
             window,
             max_messages,
-        ));
-        receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN));
+            xml,
+        };
+        senders.spawn(send_loop(sender, to, state.clone(), pace));
+        receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN, xml));
     }
     let mut sent = 0;
     let mut problems = Vec::new();
@@ -237,15 +245,31 @@ pub async fn relay(
     Ok(report(pairs, window, sent, tallies, base))
 }
 
-async fn send_loop(
-    mut conn: TcpStream,
-    to: String,
-    state: Arc<PairState>,
+/// How a relay sender sends.
+#[derive(Clone, Copy)]
+struct Pace {
+    /// Timestamps are microseconds since `base`.
     base: Instant,
     deadline: Instant,
     window: u64,
     max_messages: u64,
+    /// Build and serialise an element per message, as chat's sender does.
+    xml: bool,
+}
+
+async fn send_loop(
+    mut conn: TcpStream,
+    to: String,
+    state: Arc<PairState>,
+    pace: Pace,
 ) -> Result<u64, (u64, String)> {
+    let Pace {
+        base,
+        deadline,
+        window,
+        max_messages,
+        xml,
+    } = pace;
     let (head, tail) = template(&to);
     let mut seq = 0u64;
     let mut buf = Vec::new();
@@ -255,9 +279,15 @@ async fn send_loop(
         if room > 0 {
             buf.clear();
             for _ in 0..room {
-                buf.extend_from_slice(&head);
-                buf.extend_from_slice(format!("{seq} {}", micros(base.elapsed())).as_bytes());
-                buf.extend_from_slice(&tail);
+                let body = format!("{seq} {}", micros(base.elapsed()));
+                if xml {
+                    starling_proto::writer::write_element(&chat_message(&to, &body), &mut buf);
+                    buf.push(b'\n');
+                } else {
+                    buf.extend_from_slice(&head);
+                    buf.extend_from_slice(body.as_bytes());
+                    buf.extend_from_slice(&tail);
+                }
                 seq += 1;
             }
             state.sent.store(seq, Ordering::Release);
@@ -282,8 +312,15 @@ async fn receive_loop(
     state: Arc<PairState>,
     base: Instant,
     drain_deadline: Instant,
+    xml: bool,
 ) -> (SeqTally, Option<String>) {
     let mut t = SeqTally::new(base);
+    let mut framer = xml.then(|| {
+        let mut f = Framer::new(Limits::default());
+        f.feed(STREAM_HEADER.as_bytes());
+        let _ = f.next_event();
+        f
+    });
     let mut reader = BufReader::with_capacity(64 * 1024, conn);
     let mut line = Vec::new();
     let mut problem = None;
@@ -308,7 +345,10 @@ async fn receive_loop(
             break;
         }
         let now = micros(base.elapsed());
-        let parsed = body_of(&line).and_then(parse_body);
+        let parsed = match &mut framer {
+            Some(f) => parsed_body(f, &line),
+            None => body_of(&line).and_then(parse_body),
+        };
         line.clear();
         let Some((seq, sent_at)) = parsed else {
             t.errors += 1;
@@ -336,6 +376,21 @@ fn template(to: &str) -> (Vec<u8>, Vec<u8>) {
     (head.as_bytes().to_vec(), format!("{tail}\n").into_bytes())
 }
 
+/// What chat's client does with a received message: the XML reader makes an element of it,
+/// and the body is taken from the element.
+fn parsed_body(framer: &mut Framer, line: &[u8]) -> Option<(u64, u64)> {
+    framer.feed(line);
+    let mut found = None;
+    while let Ok(Some(ev)) = framer.next_event() {
+        if let StreamEvent::Stanza(el) = ev {
+            found = el
+                .get_child("body", starling_proto::ns::CLIENT)
+                .and_then(|b| parse_body(&b.text()));
+        }
+    }
+    found
+}
+
 /// The text between `<body>` and `</body>` (bench bodies need no unescaping).
 fn body_of(line: &[u8]) -> Option<&str> {
     let s = std::str::from_utf8(line).ok()?;
@@ -361,5 +416,10 @@ mod tests {
         assert_eq!(ours, chat);
         assert_eq!(body_of(&ours), Some("17 123456"));
         assert_eq!(body_of(b"<message/>\n"), None);
+        let mut f = Framer::new(Limits::default());
+        f.feed(STREAM_HEADER.as_bytes());
+        assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+        assert_eq!(parsed_body(&mut f, &ours), Some((17, 123456)));
+        assert_eq!(parsed_body(&mut f, &ours), Some((17, 123456)));
     }
 }
