@@ -19,6 +19,11 @@ pub struct ChurnReport {
 }
 
 impl ChurnReport {
+    /// The issue 7 target: the figure after the churn is at least 95% of the one before.
+    pub fn within_5_percent(&self) -> bool {
+        self.ratio >= 0.95
+    }
+
     pub fn summary(&self) -> Summary {
         let mut s = Summary::default();
         s.line(
@@ -53,7 +58,11 @@ impl ChurnReport {
                 self.after.reordered
             ),
         )
-        .line("after / before", format!("{:.3}", self.ratio));
+        .line("after / before", format!("{:.3}", self.ratio))
+        .line(
+            "within 5% (issue 7)",
+            if self.within_5_percent() { "yes" } else { "no" },
+        );
         s.field("pairs", self.before.pairs)
             .field("window", self.before.window)
             .field(
@@ -78,7 +87,8 @@ impl ChurnReport {
             .field("after_lost", self.after.lost)
             .field("after_duplicated", self.after.duplicated)
             .field("after_reordered", self.after.reordered)
-            .field("ratio", format!("{:.4}", self.ratio));
+            .field("ratio", format!("{:.4}", self.ratio))
+            .field("within_5pct", u8::from(self.within_5_percent()));
         s
     }
 }

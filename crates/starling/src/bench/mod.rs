@@ -65,9 +65,9 @@
 //! query_elapsed_s queries_per_sec archived_per_sec query_p50_us query_p99_us query_errors
 //! first_pass_messages complete_accounts`; muc `rooms occupants senders join_s sent expected
 //! delivered elapsed_s deliveries_per_sec p50_us p99_us p999_us max_us lost duplicated
-//! reordered errors`; relay adds `xml`; churn `before_per_sec after_per_sec ratio logins logins_failed
-//! logins_per_sec` plus `before_`/`after_` lost, duplicated and reordered. `--json FILE`
-//! writes the same keys as one flat JSON object.
+//! reordered errors`; relay adds `xml`; churn `before_per_sec after_per_sec ratio
+//! within_5pct logins logins_failed logins_per_sec` plus `before_`/`after_` p99_us, lost,
+//! duplicated and reordered. `--json FILE` writes the same keys as one flat JSON object.
 //!
 //! The scenario functions are public so tests run them against an in-process server
 //! (`tests/bench_smoke.rs`); [`run`] is the command-line front end.
