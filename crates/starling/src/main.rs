@@ -45,7 +45,8 @@ enum Command {
     /// A command-line XMPP client with RFC 3923 end-to-end signing and encryption.
     #[command(subcommand)]
     Client(client_cli::ClientCommand),
-    /// Load generator (loopback only): login, idle and chat scenarios.
+    /// Load generator (loopback only): login, idle, chat, presence, archive, muc, churn,
+    /// and relay/relay-server (the machine's limit). Each prints a `RESULT ...` line.
     Bench(starling::bench::BenchArgs),
 }
 

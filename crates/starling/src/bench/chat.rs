@@ -1,0 +1,378 @@
+//! `chat`: P pairs (`{prefix}{2i}` sends to `{prefix}{2i+1}`); each sender keeps at most W
+//! messages in flight; the body carries a sequence number and a send timestamp; the receiver
+//! checks order -> delivered/s, p50/p99/p999 latency, lost/duplicated/reordered.
+//!
+//! The pair bookkeeping ([`PairState`], [`SeqTally`]) and the report are shared with `relay`,
+//! which drives the same pairs, window and message bytes through a byte relay, and with
+//! `archive` and `churn`, which run `chat` as a phase.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use starling_client::{chat_message, Client};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::report::{micros, rate, Percentiles, Summary};
+use super::{close_all, open_many, BenchOptions, DRAIN};
+
+/// `chat` figures (also `relay`'s).
+#[derive(Debug, Clone)]
+pub struct ChatReport {
+    pub pairs: usize,
+    pub window: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Message errors and unparseable bodies received.
+    pub errors: u64,
+    /// From the first send to the last delivery.
+    pub elapsed: Duration,
+    pub messages_per_sec: f64,
+    pub latency: Percentiles,
+}
+
+impl ChatReport {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        s.line("pairs", self.pairs)
+            .line("window", self.window)
+            .line("sent", self.sent)
+            .line("delivered", self.delivered)
+            .line("elapsed", format!("{:.3} s", self.elapsed.as_secs_f64()))
+            .line("delivered/s", format!("{:.1}", self.messages_per_sec));
+        s.field("pairs", self.pairs)
+            .field("window", self.window)
+            .field("sent", self.sent)
+            .field("delivered", self.delivered)
+            .field("elapsed_s", format!("{:.6}", self.elapsed.as_secs_f64()))
+            .field("messages_per_sec", format!("{:.3}", self.messages_per_sec));
+        s.latency(
+            "latency",
+            ["p50_us", "p99_us", "p999_us", "max_us"],
+            &self.latency,
+        );
+        s.line("lost", self.lost)
+            .line("duplicated", self.duplicated)
+            .line("reordered", self.reordered)
+            .line("errors", self.errors);
+        s.field("lost", self.lost)
+            .field("duplicated", self.duplicated)
+            .field("reordered", self.reordered)
+            .field("errors", self.errors);
+        s
+    }
+}
+
+/// Shared between one pair's sender and receiver (same process, so no clock skew).
+#[derive(Default)]
+pub(crate) struct PairState {
+    /// Distinct messages the receiver has seen.
+    pub received: AtomicU64,
+    /// Messages the sender has written.
+    pub sent: AtomicU64,
+    /// The sender has stopped; `sent` is final.
+    pub done: AtomicBool,
+    /// Receiver -> sender: the window has room.
+    pub room: Notify,
+    /// Sender -> receiver: `done` was set.
+    pub finished: Notify,
+}
+
+impl PairState {
+    /// Messages the sender may write now.
+    pub fn room_for(&self, seq: u64, window: u64, max_messages: u64) -> u64 {
+        let in_flight = seq - self.received.load(Ordering::Acquire);
+        window.saturating_sub(in_flight).min(max_messages - seq)
+    }
+
+    /// The sender stops; `seq` messages were written.
+    pub fn finish(&self, seq: u64) {
+        self.sent.store(seq, Ordering::Release);
+        self.done.store(true, Ordering::Release);
+        self.finished.notify_one();
+    }
+
+    /// Whether the receiver has everything the (finished) sender wrote.
+    pub fn all_received(&self, distinct: u64) -> bool {
+        self.done.load(Ordering::Acquire) && distinct >= self.sent.load(Ordering::Acquire)
+    }
+}
+
+/// What one receiver saw of one sender's numbered messages.
+pub(crate) struct SeqTally {
+    pub distinct: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Error stanzas and bodies that are not `SEQ MICROS`.
+    pub errors: u64,
+    /// Microseconds from send to receipt, one per distinct message.
+    pub latencies: Vec<u64>,
+    /// When the last distinct message arrived.
+    pub last: Instant,
+    /// One bit per sequence number seen; grows with the highest one.
+    seen: Vec<u64>,
+    highest: Option<u64>,
+}
+
+impl SeqTally {
+    pub fn new(base: Instant) -> SeqTally {
+        SeqTally {
+            distinct: 0,
+            duplicated: 0,
+            reordered: 0,
+            errors: 0,
+            latencies: Vec::new(),
+            last: base,
+            seen: Vec::new(),
+            highest: None,
+        }
+    }
+
+    /// Records message `seq`, sent at `sent_at` and received at `now` (microseconds since
+    /// the common base); returns whether it was new.
+    pub fn observe(&mut self, seq: u64, sent_at: u64, now: u64) -> bool {
+        let word = (seq / 64) as usize;
+        let bit = 1u64 << (seq % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & bit != 0 {
+            self.duplicated += 1;
+            return false;
+        }
+        self.seen[word] |= bit;
+        // Arrived after a higher one: reordered. (Gaps that never fill are counted as lost.)
+        if self.highest.is_some_and(|h| seq < h) {
+            self.reordered += 1;
+        }
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        self.distinct += 1;
+        self.latencies.push(now.saturating_sub(sent_at));
+        self.last = Instant::now();
+        true
+    }
+}
+
+/// `SEQ MICROS` (the body every bench message carries, with maybe more words after).
+pub(crate) fn parse_body(text: &str) -> Option<(u64, u64)> {
+    let mut words = text.split(' ');
+    let seq = words.next()?.parse().ok()?;
+    let ts = words.next()?.parse().ok()?;
+    Some((seq, ts))
+}
+
+/// Adds up what the senders wrote and the receivers saw.
+pub(crate) fn report(
+    pairs: usize,
+    window: u64,
+    sent: u64,
+    tallies: Vec<SeqTally>,
+    base: Instant,
+) -> ChatReport {
+    let mut r = ChatReport {
+        pairs,
+        window,
+        sent,
+        delivered: 0,
+        lost: 0,
+        duplicated: 0,
+        reordered: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        messages_per_sec: 0.0,
+        latency: Percentiles::default(),
+    };
+    let mut latencies = Vec::new();
+    let mut last = base;
+    for t in tallies {
+        r.delivered += t.distinct;
+        r.duplicated += t.duplicated;
+        r.reordered += t.reordered;
+        r.errors += t.errors;
+        latencies.extend(t.latencies);
+        last = last.max(t.last);
+    }
+    r.lost = sent.saturating_sub(r.delivered);
+    r.elapsed = last - base;
+    r.messages_per_sec = rate(r.delivered, r.elapsed);
+    r.latency = Percentiles::of(latencies);
+    r
+}
+
+/// Checks the chat arguments against the options.
+pub(crate) fn check_pairs(
+    opts: &BenchOptions,
+    pairs: usize,
+    window: u64,
+    max_messages: u64,
+) -> Result<(), String> {
+    opts.check()?;
+    if pairs == 0 || window == 0 || max_messages == 0 {
+        return Err("pairs, window and max messages must be at least 1".into());
+    }
+    if opts.users < 2 * pairs {
+        return Err(format!(
+            "{pairs} pairs need {} accounts, --users is {}",
+            2 * pairs,
+            opts.users
+        ));
+    }
+    Ok(())
+}
+
+/// `pairs` pairs exchange messages for the duration (or `max_messages` per sender), each
+/// sender with at most `window` messages not yet received.
+pub async fn chat(
+    opts: &BenchOptions,
+    pairs: usize,
+    window: u64,
+    max_messages: u64,
+) -> Result<ChatReport, String> {
+    check_pairs(opts, pairs, window, max_messages)?;
+    let (clients, failed, first_error) = open_many(opts, 0..2 * pairs).await?;
+    if failed > 0 {
+        close_all(clients, opts.concurrency).await;
+        return Err(format!(
+            "{failed} session(s) failed to open: {}",
+            first_error.unwrap_or_default()
+        ));
+    }
+    let base = Instant::now();
+    let deadline = base + opts.duration;
+    let mut senders = JoinSet::new();
+    let mut receivers = JoinSet::new();
+    let mut it = clients.into_iter();
+    while let (Some(sender), Some(receiver)) = (it.next(), it.next()) {
+        let state = Arc::new(PairState::default());
+        let to = receiver.jid().as_str().to_owned();
+        senders.spawn(send_loop(
+            sender,
+            to,
+            state.clone(),
+            base,
+            deadline,
+            window,
+            max_messages,
+        ));
+        receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN));
+    }
+    let mut sent = 0;
+    let mut problems = Vec::new();
+    while let Some(r) = senders.join_next().await {
+        match r.map_err(|e| e.to_string())? {
+            Ok(n) => sent += n,
+            Err((n, e)) => {
+                sent += n;
+                problems.push(e);
+            }
+        }
+    }
+    let mut tallies = Vec::new();
+    while let Some(r) = receivers.join_next().await {
+        let (t, e) = r.map_err(|e| e.to_string())?;
+        if let Some(e) = e {
+            problems.push(e);
+        }
+        tallies.push(t);
+    }
+    if let Some(p) = problems.first() {
+        eprintln!(
+            "bench chat: {} stream problem(s), first: {p}",
+            problems.len()
+        );
+    }
+    Ok(report(pairs, window, sent, tallies, base))
+}
+
+/// Returns how many messages were written (with the error that stopped it early, if any).
+async fn send_loop(
+    mut client: Client,
+    to: String,
+    state: Arc<PairState>,
+    base: Instant,
+    deadline: Instant,
+    window: u64,
+    max_messages: u64,
+) -> Result<u64, (u64, String)> {
+    let mut seq = 0u64;
+    let mut outcome = Ok(());
+    while seq < max_messages && Instant::now() < deadline {
+        let room = state.room_for(seq, window, max_messages);
+        if room > 0 {
+            for _ in 0..room {
+                let body = format!("{seq} {}", micros(base.elapsed()));
+                client.queue(&chat_message(&to, &body));
+                seq += 1;
+            }
+            state.sent.store(seq, Ordering::Release);
+            if let Err(e) = client.flush().await {
+                outcome = Err(e.to_string());
+                break;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = state.room.notified() => {}
+            r = client.recv() => {
+                // Nothing is expected here; anything but a stanza ends the run.
+                if let Err(e) = r {
+                    outcome = Err(e.to_string());
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    state.finish(seq);
+    let _ = client.close().await;
+    outcome.map(|()| seq).map_err(|e| (seq, e))
+}
+
+async fn receive_loop(
+    mut client: Client,
+    state: Arc<PairState>,
+    base: Instant,
+    drain_deadline: Instant,
+) -> (SeqTally, Option<String>) {
+    let mut t = SeqTally::new(base);
+    let mut problem = None;
+    loop {
+        if state.all_received(t.distinct) {
+            break;
+        }
+        let stanza = tokio::select! {
+            r = client.recv() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    problem = Some(e.to_string());
+                    break;
+                }
+            },
+            _ = state.finished.notified() => continue,
+            _ = tokio::time::sleep_until(drain_deadline) => break,
+        };
+        if stanza.name() != "message" {
+            continue;
+        }
+        let now = micros(base.elapsed());
+        let parsed = (stanza.attr("type") != Some("error"))
+            .then(|| stanza.get_child("body", starling_proto::ns::CLIENT))
+            .flatten()
+            .and_then(|b| parse_body(&b.text()));
+        let Some((seq, sent_at)) = parsed else {
+            t.errors += 1;
+            continue;
+        };
+        if t.observe(seq, sent_at, now) {
+            state.received.store(t.distinct, Ordering::Release);
+            state.room.notify_one();
+        }
+    }
+    let _ = client.close().await;
+    (t, problem)
+}
