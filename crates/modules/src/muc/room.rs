@@ -977,16 +977,14 @@ impl Room {
                 nick: nick.clone(),
             };
             self.save(server, svc).await;
-        } else if body {
-            if !no_store(&out) {
-                self.history.push_back(HistoryEntry {
-                    msg: out.clone(),
-                    when_ms,
-                    chars: shared.serialised_len(),
-                });
-                while self.history.len() > svc.settings.history_max {
-                    self.history.pop_front();
-                }
+        } else if body && !no_store(&out) {
+            self.history.push_back(HistoryEntry {
+                msg: out.clone(),
+                when_ms,
+                chars: shared.serialised_len(),
+            });
+            while self.history.len() > svc.settings.history_max {
+                self.history.pop_front();
             }
         }
         if self.config.logging
