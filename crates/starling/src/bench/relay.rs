@@ -106,10 +106,18 @@ impl RelayServer {
                 else {
                     return;
                 };
-                let peer = waiting.lock().await.remove(&line);
-                let Some(mut peer) = peer else {
-                    waiting.lock().await.insert(line, conn);
-                    return;
+                // Look up and register under one lock: two halves arriving together must not
+                // both find the slot empty (the second would replace the first and wait
+                // forever).
+                let mut peer = {
+                    let mut waiting = waiting.lock().await;
+                    match waiting.remove(&line) {
+                        Some(peer) => peer,
+                        None => {
+                            waiting.insert(line, conn);
+                            return;
+                        }
+                    }
                 };
                 pairs.fetch_add(1, Ordering::Relaxed);
                 if peer.write_all(b"OK\n").await.is_err() || conn.write_all(b"OK\n").await.is_err()
