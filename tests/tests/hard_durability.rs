@@ -112,11 +112,18 @@ async fn login(addr: SocketAddr, user: &str, resource: &str) -> Conn {
 
 /// Every message id in `user`'s archive, oldest first, paging through it.
 async fn archived_ids(c: &mut Conn) -> Vec<String> {
+    archived_ids_at(c, None).await
+}
+
+/// Every message id in the archive at `to` (the user's own when `None`, a room's otherwise),
+/// oldest first, paging through it.
+async fn archived_ids_at(c: &mut Conn, to: Option<&str>) -> Vec<String> {
+    let to = to.map(|t| format!(" to='{t}'")).unwrap_or_default();
     let mut ids = Vec::new();
     let mut after = String::new();
     for page in 0..100 {
         c.send(&format!(
-            "<iq type='set' id='page{page}'><query xmlns='{MAM}' queryid='q{page}'>\
+            "<iq type='set' id='page{page}'{to}><query xmlns='{MAM}' queryid='q{page}'>\
              <set xmlns='{RSM}'><max>100</max>{after}</set></query></iq>"
         ))
         .await;
@@ -459,44 +466,6 @@ async fn stream_managed_acks_survive_sigkill_exactly_once() {
     child.wait().unwrap();
 }
 
-/// Every message id in the archive of `room` (XEP-0313 on the room JID), oldest first.
-async fn room_archived_ids(c: &mut Conn, room: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut after = String::new();
-    for page in 0..100 {
-        c.send(&format!(
-            "<iq type='set' id='rpage{page}' to='{room}'><query xmlns='{MAM}' queryid='r{page}'>\
-             <set xmlns='{RSM}'><max>100</max>{after}</set></query></iq>"
-        ))
-        .await;
-        let fin = loop {
-            let el = c.recv().await;
-            if el.name() == "iq" && el.attr("id") == Some(&*format!("rpage{page}")) {
-                assert_eq!(el.attr("type"), Some("result"), "{el:?}");
-                break el;
-            }
-            if let Some(msg) = el
-                .get_child("result", MAM)
-                .and_then(|r| r.get_child("forwarded", "urn:xmpp:forward:0"))
-                .and_then(|f| f.get_child("message", "jabber:client"))
-            {
-                ids.push(msg.attr("id").unwrap_or_default().to_owned());
-            }
-        };
-        let fin = fin.get_child("fin", MAM).expect("fin");
-        if fin.attr("complete") == Some("true") {
-            return ids;
-        }
-        let last = fin
-            .get_child("set", RSM)
-            .and_then(|s| s.get_child("last", RSM))
-            .map(|l| l.text())
-            .expect("rsm last");
-        after = format!("<after>{last}</after>");
-    }
-    panic!("room archive paging did not complete");
-}
-
 /// Issue 6 item 4 for rooms: a groupchat message counted in the server's `<a h/>` is in the
 /// room's archive after a SIGKILL, exactly once. (A room handles its messages in its own
 /// task; the sender must not be acknowledged before the room has archived the message.)
@@ -584,7 +553,7 @@ async fn groupchat_acks_survive_sigkill_in_the_room_archive() {
 
     let (mut child, addr) = spawn_server(&data, false);
     let mut alice = login(addr, "alice", "laptop").await;
-    let archive = index_counts(&room_archived_ids(&mut alice, ROOM).await);
+    let archive = index_counts(&archived_ids_at(&mut alice, Some(ROOM)).await);
     for i in 0..h_max as usize {
         assert_eq!(
             archive.get(&i),
