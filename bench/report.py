@@ -95,6 +95,10 @@ SCENARIO_TEXT = {
     "The load generator shares the machine and derives the SCRAM salted password (4096 "
     "PBKDF2 iterations) for every login, so this is the throughput of client and server "
     "together, and the ratios understate the servers' differences.",
+    "login-cached": "`login` as a returning client: each account first logs in once, untimed, "
+    "and the load generator keeps its SCRAM salted password (RFC 5802 §5.1, as Conversations, "
+    "Gajim and Dino do); the timed logins skip PBKDF2 in the client, so the figure is the "
+    "servers' side of a login (TLS handshake, SASL, bind, presence, ping).",
     "idle": "N authenticated TLS sessions held; server memory (VmRSS from /proc) before and after.",
     "idle-max": "Starling only: as many sessions as the per-process descriptor limit allows, "
     "from two load generators (two virtual hosts). RSS before = the fresh server's, before "
@@ -187,7 +191,7 @@ def main():
     for _, label in runs:
         if label not in labels:
             labels.append(label)
-    order = ["login", "idle", "idle-max", "chat", "chat-w1"]
+    order = ["login", "login-cached", "idle", "idle-max", "chat", "chat-w1"]
     labels.sort(key=lambda l: (order.index(l) if l in order else len(order), l))
 
     out = []
@@ -224,7 +228,8 @@ def main():
     w(f"- SASL: {meta['mechanism']} for every login; accounts stored as SCRAM keys with "
       f"{meta['iterations']} PBKDF2 iterations (Starling: SHA-1 and SHA-256 keys; Prosody: "
       "`internal_hashed`; ejabberd: `auth_password_format: scram`). The load generator "
-      "derives the salted password on every login (no client-side cache).")
+      "derives the salted password on every login (no client-side cache), except in "
+      "`login-cached`.")
     w("- No rate limits or traffic shaping: Starling `[limits] session_stanzas_per_sec = 0`, "
       "`session_bytes_per_sec = 0`, no per-IP connection cap; Prosody without `mod_limits`; "
       "ejabberd c2s listener `shaper: none`, no shaper rules but `max_user_sessions`.")
@@ -352,6 +357,10 @@ def targets(runs):
     rows.append(["SCRAM login >= 5x ejabberd",
                  f"{s_login / e_login:.1f}x ({s_login:,.0f} vs {e_login:,.0f}/s)" if s_login and e_login else "-",
                  verdict(None if not (s_login and e_login) else s_login >= 5 * e_login)])
+    s_cached, e_cached = v("starling", "login-cached", "logins_per_sec"), v("ejabberd", "login-cached", "logins_per_sec")
+    rows.append(["SCRAM login >= 5x ejabberd, salted password cached by the client",
+                 f"{s_cached / e_cached:.1f}x ({s_cached:,.0f} vs {e_cached:,.0f}/s)" if s_cached and e_cached else "-",
+                 verdict(None if not (s_cached and e_cached) else s_cached >= 5 * e_cached)])
     ratio_after = v("starling", "churn", "ratio")
     rows.append(["chat after 10,000 logins and logouts within 5% of before",
                  f"after/before {ratio_after:.3f} ({v('starling', 'churn', 'logins')} logins)" if ratio_after is not None else "-",

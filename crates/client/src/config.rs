@@ -10,6 +10,8 @@ use std::time::Duration;
 use starling_proto::jid::Jid;
 use starling_sasl::Mechanism;
 
+use crate::SaltedPasswordCache;
+
 /// How TLS starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -55,6 +57,9 @@ pub struct ClientConfig {
     pub resource: Option<String>,
     /// Limit for TCP connect, TLS, authentication and binding together.
     pub timeout: Duration,
+    /// Where SCRAM SaltedPasswords are kept between logins, if anywhere (`None`: PBKDF2 at
+    /// every login).
+    pub scram_cache: Option<SaltedPasswordCache>,
 }
 
 impl ClientConfig {
@@ -79,6 +84,7 @@ impl ClientConfig {
             mechanisms: Self::DEFAULT_MECHANISMS.to_vec(),
             resource: None,
             timeout: Duration::from_secs(30),
+            scram_cache: None,
         }
     }
 
@@ -99,6 +105,7 @@ impl fmt::Debug for ClientConfig {
             .field("mechanisms", &self.mechanisms)
             .field("resource", &self.resource)
             .field("timeout", &self.timeout)
+            .field("scram_cache", &self.scram_cache)
             .finish()
     }
 }

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cache;
 mod config;
 mod error;
 mod negotiate;
@@ -42,6 +43,7 @@ use starling_proto::jid::Jid;
 use starling_proto::{ns, writer};
 use starling_sasl::Mechanism;
 
+pub use cache::SaltedPasswordCache;
 pub use config::{ClientConfig, TlsMode, Trust};
 pub use error::ClientError;
 pub use starling_proto::Element as Stanza;

@@ -196,6 +196,12 @@ async fn authenticate(
                 (exporter, false)
             };
             let mut scram = ScramClient::new(hash, username, &cfg.password, binding, plus);
+            let cache = cfg.scram_cache.as_ref();
+            if let Some((salt, iterations, salted)) =
+                cache.and_then(|c| c.get(username, hash, &cfg.password))
+            {
+                scram = scram.with_salted_password(salt, iterations, salted);
+            }
             debug_assert_eq!(scram.mechanism(), chosen);
             send_auth(stream, chosen, &scram.client_first()).await?;
             let server_first = match sasl_answer(stream).await? {
@@ -235,6 +241,9 @@ async fn authenticate(
                         .into(),
                 )
             })?;
+            if let (Some(cache), Some(salted)) = (cache, scram.salted_credentials()) {
+                cache.insert(username, hash, &cfg.password, salted);
+            }
         }
         None => {
             // PLAIN (only reached inside TLS: we refuse to continue without it).

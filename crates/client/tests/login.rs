@@ -184,3 +184,50 @@ async fn alice_sends_bob_receives() {
     bob.close().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn scram_cache_skips_pbkdf2_and_its_entry_is_what_the_server_checks() {
+    use starling_client::SaltedPasswordCache;
+    use starling_sasl::ScramHash;
+    let server = TestServer::start().await;
+    let cache = SaltedPasswordCache::new();
+    let mut cfg = server.config("alice");
+    cfg.mechanisms = vec![SaslMechanism::ScramSha256];
+    cfg.scram_cache = Some(cache.clone());
+    Client::connect(&cfg).await.unwrap().close().await.unwrap();
+    assert_eq!(cache.len(), 1, "a verified login is cached");
+    let (salt, iterations, salted) = cache
+        .get("alice", ScramHash::Sha256, PASSWORD)
+        .expect("cached under the account, hash and password");
+    assert_eq!(iterations, 4096);
+    assert_eq!(salted.len(), 32);
+
+    // The next login takes the SaltedPassword from the cache: a corrupted entry makes the
+    // client's proof wrong, and the server refuses it.
+    let mut bad = salted.clone();
+    bad[0] ^= 1;
+    cache.insert(
+        "alice",
+        ScramHash::Sha256,
+        PASSWORD,
+        (&salt, iterations, &bad),
+    );
+    let Err(err) = Client::connect(&cfg).await else {
+        panic!("the corrupted entry was not used");
+    };
+    assert!(
+        matches!(err, ClientError::Sasl(ref c) if c == "not-authorized"),
+        "a wrong proof is an authentication failure: {err}"
+    );
+
+    // The right entry logs in, and a different password never reuses it.
+    cache.insert(
+        "alice",
+        ScramHash::Sha256,
+        PASSWORD,
+        (&salt, iterations, &salted),
+    );
+    Client::connect(&cfg).await.unwrap().close().await.unwrap();
+    assert!(cache.get("alice", ScramHash::Sha256, "another").is_none());
+    server.stop().await;
+}

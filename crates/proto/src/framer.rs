@@ -179,6 +179,18 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
+    /// Frees scratch memory kept for the next input: rxml's token buffers (its lexer
+    /// reserves `max_token_length`, 8 KiB, at the first name or text it reads and keeps it)
+    /// and an emptied input buffer. Parsing state is kept, so it is safe at any time; it costs
+    /// one allocation when input comes again. Call it when the stream is about to wait.
+    pub fn release_temporaries(&mut self) {
+        self.parser.release_temporaries();
+        if self.pos == self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
     /// Bytes fed and not yet parsed.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos

@@ -68,6 +68,16 @@ async fn chat_login_idle_and_churn_scenarios_run() {
     assert_eq!(login.failed, 0, "{login:?}");
     assert!(login.logins_per_sec > 0.0);
 
+    // A returning client's logins: warmed once, then timed with the cached SaltedPassword.
+    let cached = bench::login_with_cache(&opts).await.unwrap();
+    assert_eq!((cached.succeeded, cached.failed), (4, 0), "{cached:?}");
+    let mut plain = opts.clone();
+    plain.mechanism = starling_client::SaslMechanism::Plain;
+    assert!(
+        bench::login_with_cache(&plain).await.is_err(),
+        "PLAIN has nothing to cache"
+    );
+
     // The server runs in this process, so its RSS is ours.
     opts.duration = Duration::from_secs(1);
     let idle = bench::idle(&opts, Some(std::process::id())).await.unwrap();

@@ -79,6 +79,8 @@ pub struct XmlStream<T> {
     pauses: u64,
     /// A peer over a limit this long is disconnected.
     disconnect_after: Option<std::time::Duration>,
+    /// Whether the last read filled `read_buf` (more input was probably waiting).
+    last_read_filled: bool,
 }
 
 /// Which bucket a wait is for.
@@ -105,6 +107,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             last_throttle_log: None,
             pauses: 0,
             disconnect_after: None,
+            last_read_filled: false,
         }
     }
 
@@ -138,7 +141,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
                 Err(e) => return Err(ReadError::Stream(e)),
             }
             self.pace(Bucket::Bytes).await?;
+            if !self.last_read_filled {
+                // The last read drained the socket, so this one is likely to wait: an idle
+                // stream should not hold the parser's scratch buffers meanwhile (8 KiB of an
+                // idle session's ~40, heaptrack). A busy stream, whose reads fill the buffer,
+                // keeps them.
+                self.framer.release_temporaries();
+            }
             let n = self.io.read(&mut self.read_buf).await?;
+            self.last_read_filled = n == self.read_buf.len();
             if n == 0 {
                 return Err(ReadError::Eof);
             }

@@ -32,6 +32,8 @@ pub struct ScramClient {
     cached: Option<(Vec<u8>, u32, Vec<u8>)>,
     /// SaltedPassword of this exchange, once computed.
     salted: Option<Vec<u8>>,
+    /// The server's salt and iteration count of this exchange, from server-first.
+    salt_params: Option<(Vec<u8>, u32)>,
     /// The ServerSignature we expect in server-final.
     expected_signature: Option<Vec<u8>>,
     state: ClientState,
@@ -82,6 +84,7 @@ impl ScramClient {
             gs2_header: String::new(),
             client_first_bare: String::new(),
             cached: None,
+            salt_params: None,
             salted: None,
             expected_signature: None,
             state: ClientState::Initial,
@@ -125,6 +128,15 @@ impl ScramClient {
     /// The SaltedPassword computed (or reused) for this login, after `handle_server_first`.
     pub fn salted_password(&self) -> Option<&[u8]> {
         self.salted.as_deref()
+    }
+
+    /// What a client caches to skip PBKDF2 at its next login, after `handle_server_first`:
+    /// the server's salt, the iteration count and the SaltedPassword (to hand back through
+    /// [`ScramClient::with_salted_password`]). Worth keeping only once the server's
+    /// signature has been verified.
+    pub fn salted_credentials(&self) -> Option<(&[u8], u32, &[u8])> {
+        let (salt, iterations) = self.salt_params.as_ref()?;
+        Some((salt, *iterations, self.salted.as_deref()?))
     }
 
     /// The client-first-message (the initial response of `<auth/>`).
@@ -181,6 +193,7 @@ impl ScramClient {
         let keys = ScramCredentials::from_salted(self.hash, Vec::new(), parsed.iterations, &salted);
         let client_key = self.hash.hmac(&salted, b"Client Key");
         self.salted = Some(salted);
+        self.salt_params = Some((parsed.salt.clone(), parsed.iterations));
 
         let mut cbind_input = self.gs2_header.as_bytes().to_vec();
         if self.uses_channel_binding() {

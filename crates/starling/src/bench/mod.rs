@@ -89,7 +89,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use starling_client::{Client, ClientConfig, SaslMechanism, TlsMode, Trust};
+use starling_client::{Client, ClientConfig, SaltedPasswordCache, SaslMechanism, TlsMode, Trust};
 use starling_core::Config;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -98,7 +98,7 @@ pub use archive::{archive, ArchiveReport};
 pub use chat::{chat, ChatReport};
 pub use churn::{churn, ChurnReport};
 pub use idle::{idle, rss_kib, IdleReport};
-pub use login::{login, logins, LoginReport};
+pub use login::{login, login_with_cache, logins, LoginReport};
 pub use muc::{muc, MucOptions, MucReport};
 pub use presence::{presence, PresenceReport};
 pub use relay::{relay, relay_server, RelayServer};
@@ -138,6 +138,10 @@ enum Scenario {
     Login {
         #[command(flatten)]
         common: CommonArgs,
+        /// Log every account in once, untimed, to cache its SCRAM SaltedPassword, then time
+        /// the logins of a returning client that skips PBKDF2 (RFC 5802 §5.1).
+        #[arg(long)]
+        scram_cache: bool,
     },
     /// N sessions held for --duration: server memory per session (with --server-pid).
     Idle {
@@ -303,6 +307,9 @@ pub struct BenchOptions {
     pub duration: Duration,
     /// Connections being set up at once.
     pub concurrency: usize,
+    /// SCRAM SaltedPasswords kept between this run's logins (as real clients keep them);
+    /// `None`: PBKDF2 at every login.
+    pub scram_cache: Option<SaltedPasswordCache>,
 }
 
 impl BenchOptions {
@@ -318,6 +325,7 @@ impl BenchOptions {
             mechanism: SaslMechanism::ScramSha256,
             duration: Duration::from_secs(10),
             concurrency: 32,
+            scram_cache: None,
         }
     }
 
@@ -369,6 +377,7 @@ impl BenchOptions {
         cfg.mechanisms = vec![self.mechanism];
         cfg.resource = Some(resource.unwrap_or_else(|| format!("bench-{i}")));
         cfg.timeout = CONNECT_TIMEOUT;
+        cfg.scram_cache = self.scram_cache.clone();
         Ok(cfg)
     }
 
@@ -507,7 +516,7 @@ pub async fn run(args: BenchArgs, config: Config) -> Result<(), String> {
             println!("relay: stopped after {} pair(s)", stats);
             return Ok(());
         }
-        Scenario::Login { common }
+        Scenario::Login { common, .. }
         | Scenario::Idle { common, .. }
         | Scenario::Chat { common, .. }
         | Scenario::Presence { common, .. }
@@ -561,8 +570,12 @@ pub async fn run(args: BenchArgs, config: Config) -> Result<(), String> {
     };
     let usize_of = |v: u64| usize::try_from(v).map_err(|e| e.to_string());
     let (name, summary) = match &args.scenario {
-        Scenario::Login { .. } => {
-            let r = login(&opts).await?;
+        Scenario::Login { scram_cache, .. } => {
+            let r = if *scram_cache {
+                login_with_cache(&opts).await?
+            } else {
+                login(&opts).await?
+            };
             if let Some(e) = &r.first_error {
                 eprintln!("first failure: {e}");
             }
