@@ -7,7 +7,8 @@
 //! `register` for in-band registration (XEP-0077); [`session`] is the bound session loop
 //! (from-stamping, IQ checks, outbound queue, timeouts, shutdown), with stream management
 //! (XEP-0198: acks, hibernation and resumption) whose state lives in [`smacks`];
-//! `throttle` delays repeated failed logins per address and per account.
+//! `throttle` delays repeated failed logins per address and per account, and keeps the
+//! penalty box that every transport (TCP, WebSocket, BOSH) asks before opening a stream.
 
 pub mod listener;
 mod negotiate;
@@ -18,5 +19,5 @@ mod throttle;
 pub mod tls;
 mod transport;
 
-pub use listener::{start_listeners, C2sEntry, ConnectionRefused, Listeners};
+pub use listener::{start_listeners, C2sEntry, Carrier, ConnectionRefused, Listeners};
 pub use tls::TlsSettings;

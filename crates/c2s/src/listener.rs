@@ -6,12 +6,15 @@
 //!
 //! [`C2sEntry`] is the door for front ends that carry client streams over something other
 //! than a raw socket (the WebSocket and BOSH front end of crates/http): it admits a
-//! connection under the same caps and runs the same negotiation and session code over an
-//! in-process byte pipe, so that such sessions are ordinary sessions in every respect.
+//! connection under the same caps and the same penalty box (one table for every transport)
+//! and runs the same negotiation and session code over an in-process byte pipe, so that
+//! such sessions are ordinary sessions in every respect, failed logins included. It returns
+//! why it refused ([`ConnectionRefused`]); the front end answers in its own protocol.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use starling_core::config::ListenerKind;
@@ -46,22 +49,68 @@ pub struct C2sEntry {
     shared: Shared,
 }
 
-/// The connection caps refused a new stream.
-#[derive(Debug, thiserror::Error)]
-#[error("connection limit reached")]
-pub struct ConnectionRefused;
+/// What carries a stream that comes through [`C2sEntry`] (named in log lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// XMPP over WebSocket (RFC 7395): one stream per upgrade.
+    WebSocket,
+    /// BOSH (XEP-0124/XEP-0206): one stream per session.
+    Bosh,
+}
+
+impl Carrier {
+    fn name(self) -> &'static str {
+        match self {
+            Carrier::WebSocket => "websocket",
+            Carrier::Bosh => "bosh",
+        }
+    }
+}
+
+/// Why [`C2sEntry::open`] refused a new stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectionRefused {
+    /// The global or the per-address cap on simultaneous connections is reached.
+    #[error("connection limit reached")]
+    Limit,
+    /// The address is in the penalty box (connection flood or failed logins) for this much
+    /// longer.
+    #[error("address in the penalty box for {}s more", .retry_after.as_secs())]
+    PenaltyBox {
+        /// Time left in the penalty box.
+        retry_after: Duration,
+    },
+}
 
 impl C2sEntry {
-    /// Admits a client stream from `peer` under the connection caps and starts the ordinary
-    /// c2s connection task on one end of an in-process pipe; returns the other end, which
-    /// the caller feeds with the client's XMPP bytes (stream header, stanzas, closing tag)
-    /// and reads the server's bytes from. The stream counts as confidential (the caller
-    /// vouches for that) and has no channel binding. Dropping the returned end closes the
-    /// stream.
-    pub fn open(&self, peer: SocketAddr) -> Result<DuplexStream, ConnectionRefused> {
+    /// Admits a client stream from `peer` carried by `carrier`, under the penalty box and the
+    /// connection caps (as the TCP listeners do: the new stream counts against the address's
+    /// connection rate), and starts the ordinary c2s connection task on one end of an
+    /// in-process pipe; returns the other end, which the caller feeds with the client's XMPP
+    /// bytes (stream header, stanzas, closing tag) and reads the server's bytes from. The
+    /// stream counts as confidential (the caller vouches for that) and has no channel
+    /// binding; its failed logins count against `peer`'s address. Dropping the returned end
+    /// closes the stream.
+    pub fn open(
+        &self,
+        peer: SocketAddr,
+        carrier: Carrier,
+    ) -> Result<DuplexStream, ConnectionRefused> {
+        let policy = crate::throttle::Policy::from_config(&self.server.config().limits);
+        if let Err(banned) =
+            self.shared
+                .registration
+                .auth_throttle
+                .admit(peer.ip(), carrier.name(), &policy)
+        {
+            tracing::debug!(%peer, via = carrier.name(), left_secs = banned.left.as_secs(), "address in the penalty box; refusing a stream");
+            return Err(ConnectionRefused::PenaltyBox {
+                retry_after: banned.left,
+            });
+        }
         let Some(slot) = self.limits.acquire(peer.ip()) else {
-            tracing::warn!(%peer, "connection limit reached; refusing an HTTP-carried stream");
-            return Err(ConnectionRefused);
+            tracing::warn!(%peer, via = carrier.name(), "connection limit reached; refusing an HTTP-carried stream");
+            return Err(ConnectionRefused::Limit);
         };
         let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
         let server = self.server.clone();
@@ -239,7 +288,11 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         // The penalty box (crate::throttle): floods of connections and persistent guessers.
         let policy = crate::throttle::Policy::from_config(&server.config().limits);
-        if let Err(banned) = shared.registration.auth_throttle.admit(peer.ip(), &policy) {
+        if let Err(banned) = shared
+            .registration
+            .auth_throttle
+            .admit(peer.ip(), "c2s", &policy)
+        {
             tracing::debug!(%peer, left_secs = banned.left.as_secs(), "address in the penalty box; refusing connection");
             tokio::spawn(refuse(
                 tcp,

@@ -29,9 +29,21 @@
 //! through the delays), or one opening more than `connections_per_ip_per_minute` new client
 //! connections in a minute (a connection flood of short-lived connections, which the cap on
 //! *simultaneous* connections per address does not see), has its new connections refused
-//! with `policy-violation` for `address_ban_secs`; the TCP listeners ask
-//! [`AuthThrottle::admit`] before anything else. The ban is logged once when it starts;
-//! connections already open are left alone. Generous defaults keep a NAT's users in.
+//! for `address_ban_secs`. The ban is logged once when it starts; connections already open
+//! are left alone. Generous defaults keep a NAT's users in.
+//!
+//! One table serves every transport that carries client streams, so an address banned on
+//! one is banned on all, and failures and connections add up across them: every door asks
+//! [`AuthThrottle::admit`] before anything else — the TCP listeners for each accepted
+//! connection (refused with `policy-violation`), and [`crate::C2sEntry::open`] for each
+//! WebSocket upgrade and each new BOSH session (refused as crates/http says: HTTP 429, BOSH
+//! `policy-violation`). Failed logins are recorded by the SASL code of every stream,
+//! whatever carries it. A BOSH request within an existing session is not a new connection.
+//!
+//! The address is the socket peer's. There is no trusted-proxy setting (no `X-Forwarded-For`
+//! is read): behind a reverse proxy every HTTP client has the proxy's address and shares its
+//! limits, as it already shares `max_connections_per_ip`; such a deployment must raise the
+//! limits (or turn the connection-rate trigger off with 0).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -209,10 +221,16 @@ fn make_room(map: &mut HashMap<IpAddr, Admission>, now: Instant) {
 }
 
 impl AuthThrottle {
-    /// Admits a new connection from `ip`, counting it against the address's connection rate;
-    /// refuses it while the address is in the penalty box (and puts it there when this
-    /// connection is one too many).
-    pub(crate) fn admit(&self, ip: IpAddr, policy: &Policy) -> Result<(), Banned> {
+    /// Admits a new connection from `ip` over `via` (named in the log line when a flood
+    /// starts a ban: "c2s", "websocket", "bosh"), counting it against the address's
+    /// connection rate; refuses it while the address is in the penalty box (and puts it there
+    /// when this connection is one too many).
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        via: &'static str,
+        policy: &Policy,
+    ) -> Result<(), Banned> {
         let key = address_key(ip);
         let now = Instant::now();
         let mut map = self.admissions.lock();
@@ -248,6 +266,7 @@ impl AuthThrottle {
             a.banned_until = Some(now + policy.ban);
             tracing::warn!(
                 address = %key,
+                via,
                 connections_per_minute = policy.connections_per_window,
                 ban_secs = policy.ban.as_secs(),
                 "connection flood: address refused for a while (penalty box)"
@@ -463,40 +482,40 @@ mod tests {
             ..policy()
         };
         for _ in 0..5 {
-            assert_eq!(t.admit(IP, &p), Ok(()));
+            assert_eq!(t.admit(IP, "c2s", &p), Ok(()));
         }
         assert_eq!(
-            t.admit(IP, &p),
+            t.admit(IP, "c2s", &p),
             Err(Banned {
                 left: Duration::from_secs(30)
             })
         );
         // Other addresses are not affected; a banned one stays refused until the end.
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(t.admit(other, &p), Ok(()));
+        assert_eq!(t.admit(other, "c2s", &p), Ok(()));
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(
-            t.admit(IP, &p),
+            t.admit(IP, "c2s", &p),
             Err(Banned {
                 left: Duration::from_secs(1)
             })
         );
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            t.admit(IP, &p),
+            t.admit(IP, "c2s", &p),
             Ok(()),
             "the ban is over and counting restarts"
         );
         // Connections spread over more than a window are not a flood.
         for _ in 0..20 {
             tokio::time::advance(Duration::from_secs(13)).await;
-            assert_eq!(t.admit(IP, &p), Ok(()));
+            assert_eq!(t.admit(IP, "c2s", &p), Ok(()));
         }
         // No limit: nothing is remembered.
         let q = policy();
         let fresh = AuthThrottle::default();
         for _ in 0..100 {
-            assert_eq!(fresh.admit(IP, &q), Ok(()));
+            assert_eq!(fresh.admit(IP, "c2s", &q), Ok(()));
         }
         assert_eq!(fresh.admissions_len(), 0);
     }
@@ -511,14 +530,14 @@ mod tests {
         };
         for _ in 0..3 {
             t.failed(IP, Some("alice@localhost"), &p);
-            assert_eq!(t.admit(IP, &p), Ok(()));
+            assert_eq!(t.admit(IP, "c2s", &p), Ok(()));
         }
         t.failed(IP, Some("alice@localhost"), &p);
-        assert!(t.admit(IP, &p).is_err());
+        assert!(t.admit(IP, "c2s", &p).is_err());
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(t.admit(other, &p), Ok(()));
+        assert_eq!(t.admit(other, "c2s", &p), Ok(()));
         tokio::time::advance(Duration::from_secs(31)).await;
-        assert_eq!(t.admit(IP, &p), Ok(()));
+        assert_eq!(t.admit(IP, "c2s", &p), Ok(()));
         // Off when 0.
         let q = Policy {
             free_address: 100,
@@ -528,7 +547,7 @@ mod tests {
         for _ in 0..50 {
             u.failed(IP, None, &q);
         }
-        assert_eq!(u.admit(IP, &q), Ok(()));
+        assert_eq!(u.admit(IP, "c2s", &q), Ok(()));
     }
 
     #[tokio::test(start_paused = true)]
@@ -540,7 +559,7 @@ mod tests {
         };
         for i in 0..(MAX_ENTRIES as u32 + 500) {
             let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            let _ = t.admit(ip, &p);
+            let _ = t.admit(ip, "c2s", &p);
         }
         assert_eq!(t.admissions_len(), MAX_ENTRIES);
     }

@@ -859,6 +859,10 @@ pub struct MucConfig {
     pub max_affiliations: usize,
     /// Stanzas queued for one room before senders get `resource-constraint`.
     pub room_queue: usize,
+    /// Most messages one room's archive holds; when an append goes over it, the oldest are
+    /// deleted (down to 99% of it) and the deletion is logged, as `[mam]
+    /// max_messages_per_user` does for users. 0 = no cap.
+    pub max_messages_per_room: u64,
 }
 
 impl Default for MucConfig {
@@ -876,6 +880,7 @@ impl Default for MucConfig {
             persistent_default: false,
             max_affiliations: 10_000,
             room_queue: 1024,
+            max_messages_per_room: 100_000,
         }
     }
 }
@@ -1586,6 +1591,9 @@ auth_failure_max_delay_ms = 100
         assert!(c.muc.enabled);
         assert_eq!(c.muc.domain_for("example.org"), "conference.example.org");
         assert_eq!(c.muc.create, RoomCreation::Local);
+        assert_eq!(c.muc.max_messages_per_room, 100_000);
+        let c = Config::from_toml("[muc]\nmax_messages_per_room = 0\n").unwrap();
+        assert_eq!(c.muc.max_messages_per_room, 0, "0 = no cap");
         let bad = "[muc]\ndomain = \"{host}\"\nmax_occupants = 0\ncreate = \"admins\"\n";
         let problems = Config::from_toml(bad).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");

@@ -20,6 +20,14 @@
 //! (`key` hashing to the previous key), repeats included, or the session ends with
 //! `item-not-found`.
 //!
+//! The penalty box (`[limits]` `connections_per_ip_per_minute`, `auth_address_ban_after`,
+//! `address_ban_secs`; see starling_c2s's throttle): each new session is one connection of
+//! the requesting address (requests within a session are not), and failed logins on its
+//! stream count toward the address's ban, as on TCP. An address in the penalty box gets the
+//! terminal binding condition `policy-violation` (§17.2: the client broke the session rules)
+//! in a `200` response, not an HTTP error: §17.1 keeps HTTP error codes for legacy clients
+//! only, so that a client can tell the connection manager's refusal from an intermediary's.
+//!
 //! Limits: `http.bosh_max_sessions`, the body size (c2s `max_stanza_bytes` + 16 KiB), `wait`
 //! capped at `http.bosh_max_wait_secs`, `hold` at `http.bosh_max_hold`, and both queues
 //! between HTTP and the stream bounded in bytes.
@@ -34,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use minidom::Element;
 use parking_lot::Mutex;
+use starling_c2s::{Carrier, ConnectionRefused};
 use starling_core::Server;
 use starling_proto::framer::{Limits, StreamEvent};
 use starling_proto::{ns, writer};
@@ -306,9 +315,14 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
     let hold = attr_u64(&body, "hold")
         .unwrap_or(1)
         .min(u64::from(http.bosh_max_hold)) as u32;
-    let pipe = match app.entry.open(info.peer) {
+    let pipe = match app.entry.open(info.peer, Carrier::Bosh) {
         Ok(p) => p,
-        Err(_) => return xml_response(terminate_body("remote-connection-failed")),
+        Err(ConnectionRefused::Limit) => {
+            return xml_response(terminate_body("remote-connection-failed"))
+        }
+        Err(ConnectionRefused::PenaltyBox { .. }) => {
+            return xml_response(terminate_body("policy-violation"))
+        }
     };
     let sid = {
         use rand::Rng;

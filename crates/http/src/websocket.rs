@@ -8,6 +8,15 @@
 //! its close `<close/>` followed by the WebSocket close. A message that is not one complete
 //! element, or a binary message, ends the stream with `not-well-formed`.
 //!
+//! Refusals happen in the handshake, before the upgrade, as RFC 6455 §4.2.2 allows (an HTTP
+//! error instead of 101): no XMPP stream exists yet (RFC 7395 §3.4 starts it with the first
+//! `<open/>` after the upgrade), and an address being refused should cost the server no
+//! upgraded socket and no task. An address in the penalty box (`[limits]`
+//! `connections_per_ip_per_minute`, `auth_address_ban_after`, `address_ban_secs`; see
+//! starling_c2s's throttle) gets `429 Too Many Requests` with `Retry-After` (RFC 6585 §4);
+//! each upgrade is one connection of the address, and failed logins on the stream count
+//! toward its ban, as on TCP. A full connection cap gets `503`.
+//!
 //! Keepalive: a WebSocket ping every `http.websocket_ping_secs`; a client from which nothing
 //! (pong or message) arrived in a whole interval is disconnected. `http.websocket_see_other_uri`
 //! sends every client elsewhere with `<close see-other-uri=…/>` (§3.6.1).
@@ -18,11 +27,12 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
 use futures_util::{SinkExt, StreamExt};
 use minidom::Element;
+use starling_c2s::{Carrier, ConnectionRefused};
 use starling_proto::error::{StreamError, StreamErrorCondition as SE};
 use starling_proto::framer::{Limits, StreamEvent, StreamHeader};
 use starling_proto::{ns, writer};
@@ -74,11 +84,27 @@ pub(crate) async fn handler(
         let host = config.server.hosts.first().cloned().unwrap_or_default();
         return ws.on_upgrade(move |socket| see_other(socket, host, uri));
     }
-    let pipe = match app.entry.open(info.peer) {
+    let pipe = match app.entry.open(info.peer, Carrier::WebSocket) {
         Ok(p) => p,
-        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n"),
+        Err(ConnectionRefused::Limit) => {
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n")
+        }
+        Err(ConnectionRefused::PenaltyBox { retry_after }) => return penalty_box(retry_after),
     };
     ws.on_upgrade(move |socket| run(app, info, socket, pipe))
+}
+
+/// `429 Too Many Requests` for an address in the penalty box, with `Retry-After` in whole
+/// seconds (rounded up).
+fn penalty_box(retry_after: Duration) -> Response {
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let mut r = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many connections or failed logins from your address; try again later\n",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    r
 }
 
 fn limits(config: &starling_core::Config) -> Limits {

@@ -3,7 +3,7 @@
 //! TCP connection, so every BOSH request also exercises connection churn).
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine;
@@ -53,6 +53,20 @@ pub struct Ws {
     pub inner: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>,
 }
 
+/// A TCP connection to `addr`, from `local` (any of 127.0.0.0/8) when given.
+async fn tcp_from(addr: SocketAddr, local: Option<IpAddr>) -> TcpStream {
+    match local {
+        None => TcpStream::connect(addr).await.expect("connect"),
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::new(ip, 0))
+                .expect("bind local address");
+            socket.connect(addr).await.expect("connect")
+        }
+    }
+}
+
 /// Opens a WebSocket to `url` with the given subprotocol and origin headers. Err: the
 /// handshake's HTTP status.
 pub async fn ws_connect(
@@ -60,6 +74,19 @@ pub async fn ws_connect(
     protocol: Option<&str>,
     origin: Option<&str>,
 ) -> Result<Ws, u16> {
+    ws_connect_from(url, protocol, origin, None)
+        .await
+        .map_err(|(status, _, _)| status)
+}
+
+/// [`ws_connect`] from a chosen local address; Err: the handshake's HTTP status and
+/// headers (lower-cased names) and body.
+pub async fn ws_connect_from(
+    url: &str,
+    protocol: Option<&str>,
+    origin: Option<&str>,
+    local: Option<IpAddr>,
+) -> Result<Ws, (u16, Vec<(String, String)>, String)> {
     let mut req = url.into_client_request().unwrap();
     if let Some(p) = protocol {
         req.headers_mut()
@@ -69,7 +96,14 @@ pub async fn ws_connect(
         req.headers_mut()
             .insert("Origin", HeaderValue::from_str(o).unwrap());
     }
-    match tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(req))
+    let host = req.uri().host().expect("host").to_owned();
+    let port = req.uri().port_u16().expect("port");
+    let addr = SocketAddr::new(host.parse().expect("an IP address in the URL"), port);
+    let handshake = async {
+        let tcp = tcp_from(addr, local).await;
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await
+    };
+    match tokio::time::timeout(STEP_TIMEOUT, handshake)
         .await
         .expect("handshake in time")
     {
@@ -85,7 +119,24 @@ pub async fn ws_connect(
             }
             Ok(Ws { inner })
         }
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_ascii_lowercase(),
+                        v.to_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((resp.status().as_u16(), headers, body))
+        }
         Err(e) => panic!("WebSocket handshake failed: {e}"),
     }
 }
@@ -219,8 +270,20 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Vec<(String, String)>, String) {
+    http_from(None, addr, method, path, headers, body).await
+}
+
+/// [`http`] from a chosen local address.
+pub async fn http_from(
+    local: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
     tokio::time::timeout(Duration::from_secs(90), async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let mut tcp = tcp_from(addr, local).await;
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()
@@ -281,11 +344,19 @@ pub struct Bosh {
     pub addr: SocketAddr,
     pub sid: String,
     pub rid: u64,
+    /// The local address its requests come from (default: the system's choice).
+    pub local: Option<IpAddr>,
 }
 
 /// POSTs a body to /http-bind and parses the answer (which must be 200 text/xml).
 pub async fn bosh_post(addr: SocketAddr, body: &str) -> Element {
-    let (status, headers, text) = http(
+    bosh_post_from(None, addr, body).await
+}
+
+/// [`bosh_post`] from a chosen local address.
+pub async fn bosh_post_from(local: Option<IpAddr>, addr: SocketAddr, body: &str) -> Element {
+    let (status, headers, text) = http_from(
+        local,
         addr,
         "POST",
         "/http-bind",
@@ -306,24 +377,40 @@ pub async fn bosh_post(addr: SocketAddr, body: &str) -> Element {
 impl Bosh {
     /// Creates a session (`hold`, `wait`); returns the client and the creation response.
     pub async fn create(addr: SocketAddr, hold: u32, wait: u32) -> (Bosh, Element) {
+        Bosh::create_from(None, addr, hold, wait).await
+    }
+
+    /// The session creation request for `hold` and `wait`, with its first rid.
+    pub fn creation_body(hold: u32, wait: u32) -> (u64, String) {
         let rid = 1_000_000;
-        let resp = bosh_post(
-            addr,
-            &format!(
+        (
+            rid,
+            format!(
                 "<body xmlns='{HTTPBIND}' rid='{rid}' to='localhost' wait='{wait}' hold='{hold}' \
                  ver='1.11' xml:lang='en' xmpp:version='1.0' xmlns:xmpp='urn:xmpp:xbosh'/>"
             ),
         )
-        .await;
+    }
+
+    /// [`Bosh::create`] from a chosen local address (every later request too).
+    pub async fn create_from(
+        local: Option<IpAddr>,
+        addr: SocketAddr,
+        hold: u32,
+        wait: u32,
+    ) -> (Bosh, Element) {
+        let (rid, body) = Bosh::creation_body(hold, wait);
+        let resp = bosh_post_from(local, addr, &body).await;
         let sid = resp
             .attr("sid")
-            .expect("sid in the creation response")
+            .unwrap_or_else(|| panic!("sid in the creation response: {resp:?}"))
             .to_owned();
         (
             Bosh {
                 addr,
                 sid,
                 rid: rid + 1,
+                local,
             },
             resp,
         )
@@ -345,7 +432,7 @@ impl Bosh {
     /// Sends the next request and returns the answer.
     pub async fn send(&mut self, attrs: &str, payload: &str) -> Element {
         let (_, body) = self.body(attrs, payload);
-        bosh_post(self.addr, &body).await
+        bosh_post_from(self.local, self.addr, &body).await
     }
 
     /// Polls (empty requests) until an element matching `pred` arrives; returns it.
@@ -367,7 +454,18 @@ impl Bosh {
         password: &str,
         resource: &str,
     ) -> (Bosh, String) {
-        let (mut b, resp) = Bosh::create(addr, 1, 2).await;
+        Bosh::login_from(None, addr, user, password, resource).await
+    }
+
+    /// [`Bosh::login`] from a chosen local address.
+    pub async fn login_from(
+        local: Option<IpAddr>,
+        addr: SocketAddr,
+        user: &str,
+        password: &str,
+        resource: &str,
+    ) -> (Bosh, String) {
+        let (mut b, resp) = Bosh::create_from(local, addr, 1, 2).await;
         let features = match resp.get_child("features", "http://etherx.jabber.org/streams") {
             Some(f) => f.clone(),
             None => {

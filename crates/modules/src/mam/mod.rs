@@ -37,8 +37,9 @@
 //!   `never` lists, stored in the key-value store `mam-prefs`; the default is `always`.
 //! - **Retention** (`[mam] retention_days`, §3.2): older messages are deleted oldest first by
 //!   an hourly sweep, and queries never return them in between.
-//! - **Quota** (`[mam] max_messages_per_user`, [`quota`]): past the cap the oldest messages
-//!   of the archive are deleted, down to 99% of it, with a log line.
+//! - **Quota** (`[mam] max_messages_per_user`, [`quota`], which rooms' archives use too):
+//!   past the cap the oldest messages of the archive are deleted, down to 99% of it, with a
+//!   log line.
 //!
 //! What it does not: MUC archives, `include-groupchat`, RSM `<index/>` (refused with
 //! `feature-not-implemented`), deleting single messages. Messages that a per-session privacy
@@ -46,7 +47,7 @@
 
 pub mod prefs;
 pub mod query;
-mod quota;
+pub(crate) mod quota;
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -131,7 +132,7 @@ impl Mam {
             id_keys: RandomState::new(),
             id_counter: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
-            quota: quota::Quota::new(config.max_messages_per_user),
+            quota: quota::Quota::new(config.max_messages_per_user, STORE, "user"),
         }
     }
 

@@ -6,6 +6,11 @@
 //!
 //! The stored payload is the message as broadcast, without `to`: what an occupant saw, so a
 //! semi-anonymous room's archive does not reveal real JIDs.
+//!
+//! Quota (`[muc] max_messages_per_room`): past the cap the oldest messages of the room's
+//! archive are deleted, down to 99% of it, with a log line; the same code as the per-user
+//! quota ([`crate::mam::quota`]), so a chatty room cannot fill the disk. The in-memory
+//! history of the room (`history_max`) is not touched.
 
 use minidom::Element;
 use starling_core::xml::BuilderExt;
@@ -35,10 +40,11 @@ impl Room {
         self.jid.node().unwrap_or_default()
     }
 
-    /// Archives a broadcast message under its stanza id.
+    /// Archives a broadcast message under its stanza id, then applies the room quota.
     pub async fn archive(
         &self,
         server: &Server,
+        svc: &super::Service,
         id: &str,
         when_ms: i64,
         nick: &str,
@@ -52,12 +58,15 @@ impl Room {
             with: self.nick_jid(nick),
             payload,
         };
-        if let Err(e) = server
+        match server
             .storage()
             .archive_append(self.jid.domain(), self.node(), STORE, &item)
             .await
         {
-            tracing::error!(error = %e, room = %self.jid, "archiving a room message failed");
+            Ok(()) => svc.archive_quota.appended(server, &self.jid).await,
+            Err(e) => {
+                tracing::error!(error = %e, room = %self.jid, "archiving a room message failed")
+            }
         }
     }
 
@@ -200,7 +209,8 @@ impl Room {
         crate::stanza_id::stamp(&mut msg, self.jid.as_str(), &new_id);
         let shared = self.fan_out(server, &msg).await;
         if self.config.logging {
-            self.archive(server, &new_id, now_ms(), "", &shared).await;
+            self.archive(server, svc, &new_id, now_ms(), "", &shared)
+                .await;
         }
         Ok(None)
     }

@@ -100,6 +100,8 @@ pub struct Service {
     id_keys: RandomState,
     /// Makes ids unique within the process.
     id_counter: AtomicU64,
+    /// `[muc] max_messages_per_room` and the room archive sizes it needs.
+    pub(crate) archive_quota: crate::mam::quota::Quota,
 }
 
 impl Service {
@@ -117,6 +119,8 @@ impl Service {
             .filter_map(|a| Jid::parse(a).ok())
             .map(|j| j.bare())
             .collect();
+        let archive_quota =
+            crate::mam::quota::Quota::new(settings.max_messages_per_room, archive::STORE, "room");
         Service {
             settings,
             domains,
@@ -126,6 +130,7 @@ impl Service {
             temporary_listing: RwLock::new(BTreeMap::new()),
             id_keys: RandomState::new(),
             id_counter: AtomicU64::new(0),
+            archive_quota,
         }
     }
 

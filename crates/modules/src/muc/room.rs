@@ -991,7 +991,8 @@ impl Room {
             && !no_store(&out)
             && (body || out.get_child("retract", NS_RETRACT).is_some())
         {
-            self.archive(server, &id, when_ms, &nick, &shared).await;
+            self.archive(server, svc, &id, when_ms, &nick, &shared)
+                .await;
         }
     }
 
