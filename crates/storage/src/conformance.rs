@@ -6,6 +6,8 @@
 //!
 //! It needs a fresh, empty database: it creates accounts and archive ids that must not exist.
 
+use futures_util::future::join_all;
+
 use crate::{
     ArchiveItem, ArchivePage, ArchiveQuery, ScramRecord, Storage, StorageError, MAX_ARCHIVE_IDS,
     MAX_TEXT_BYTES, MAX_VALUE_BYTES,
@@ -19,6 +21,7 @@ pub async fn run_all(s: &dyn Storage) {
     kv(s).await;
     maps(s).await;
     archive_basics(s).await;
+    concurrent_appends(s).await;
     archive_paging(s).await;
     archive_filters(s).await;
     archive_deletes(s).await;
@@ -560,6 +563,84 @@ async fn archive_basics(s: &dyn Storage) {
         .await
         .unwrap();
     assert_eq!((all.items.len(), all.complete), (3, true));
+}
+
+/// Appends that arrive together (a backend may write them in one transaction: SQLite's group
+/// commit) each land exactly once, and each caller gets its own answer: a duplicate id fails
+/// alone, not the appends that happened to share its transaction.
+async fn concurrent_appends(s: &dyn Storage) {
+    let d = "concurrent.example";
+    // More than one SQLite batch (256), spread over three archives.
+    const N: usize = 600;
+    let owners = ["u0", "u1", "u2"];
+    let results = join_all((0..N).map(|i| async move {
+        let it = item(&format!("c{i}"), i as i64, "x@y");
+        s.archive_append(d, owners[i % 3], "mam", &it).await
+    }))
+    .await;
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(*r, Ok(()), "concurrent append c{i}");
+    }
+    for (n, owner) in owners.iter().enumerate() {
+        assert_eq!(
+            s.archive_count(d, owner, "mam").await.unwrap(),
+            (N / 3) as u64,
+            "{owner}: every append landed exactly once"
+        );
+        let page = s.archive_query(d, owner, "mam", &query(N)).await.unwrap();
+        let expected: Vec<ArchiveItem> = (0..N)
+            .filter(|i| i % 3 == n)
+            .map(|i| item(&format!("c{i}"), i as i64, "x@y"))
+            .collect();
+        assert_eq!(
+            page.items, expected,
+            "{owner}: the items, each once, intact"
+        );
+    }
+
+    // One append reuses a stored id, two new ones share an id; the others must succeed.
+    let original = item("old", 1, "x@y");
+    s.archive_append(d, "dup", "mam", &original).await.unwrap();
+    let batch = [
+        item("a", 2, "x@y"),
+        item("old", 3, "intruder@y"),
+        item("twin", 4, "first@y"),
+        item("b", 5, "x@y"),
+        item("twin", 6, "second@y"),
+        item("c", 7, "x@y"),
+    ];
+    let results = join_all(batch.iter().map(|it| s.archive_append(d, "dup", "mam", it))).await;
+    for i in [0, 3, 5] {
+        assert_eq!(
+            results[i],
+            Ok(()),
+            "{}: no conflict of its own",
+            batch[i].id
+        );
+    }
+    assert_eq!(
+        results[1],
+        Err(StorageError::AlreadyExists),
+        "an id already in the archive"
+    );
+    let twin = match (&results[2], &results[4]) {
+        (Ok(()), Err(StorageError::AlreadyExists)) => &batch[2],
+        (Err(StorageError::AlreadyExists), Ok(())) => &batch[4],
+        other => panic!("two appends of one id: one must succeed, one conflict; got {other:?}"),
+    };
+    let mut expected = vec![
+        original,
+        batch[0].clone(),
+        twin.clone(),
+        batch[3].clone(),
+        batch[5].clone(),
+    ];
+    expected.sort_by_key(|it| it.when_ms);
+    let page = s.archive_query(d, "dup", "mam", &query(10)).await.unwrap();
+    assert_eq!(
+        page.items, expected,
+        "the stored item of a conflicting id is the one whose append succeeded"
+    );
 }
 
 /// Items in insertion order, built so that timestamps tie and one arrives out of order.

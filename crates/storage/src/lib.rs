@@ -28,6 +28,7 @@ use async_trait::async_trait;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod group_commit;
 mod migrate;
 mod sql;
 
@@ -248,6 +249,9 @@ pub trait Storage: Send + Sync {
     async fn map_count(&self, domain: &str, user: &str, store: &str) -> Result<u64, StorageError>;
 
     /// Appends an item. [`StorageError::AlreadyExists`] if the archive already has its id.
+    ///
+    /// Returns once the item is durable. On SQLite, appends made at the same time share one
+    /// transaction and so one fsync (group commit); each still gets its own answer.
     async fn archive_append(
         &self,
         domain: &str,

@@ -16,6 +16,10 @@
 //!   is never retired.
 //!
 //! No query holds a transaction open across anything but its own statements.
+//!
+//! On SQLite, [`Storage::archive_append`] goes through [`GroupCommit`]: appends that arrive
+//! together share one transaction and so one WAL fsync (see `group_commit.rs`, which also says
+//! why PostgreSQL keeps one transaction per append).
 
 use std::time::Duration;
 
@@ -23,6 +27,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Row, Transaction};
 
+use crate::group_commit::GroupCommit;
 use crate::{
     ArchiveItem, ArchivePage, ArchiveQuery, ScramRecord, Storage, StorageError, MAX_ARCHIVE_IDS,
     MAX_ARCHIVE_PAGE, MAX_TEXT_BYTES, MAX_VALUE_BYTES,
@@ -79,6 +84,9 @@ PRAGMA synchronous = FULL;";
 pub(crate) struct SqlStorage {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite's archive appender (one writer, one transaction per batch); `None` on
+    /// PostgreSQL, where each append is its own transaction on the pool.
+    appender: Option<GroupCommit>,
 }
 
 impl SqlStorage {
@@ -103,12 +111,22 @@ impl SqlStorage {
             )));
         };
         crate::migrate::run(&pool, dialect).await?;
-        Ok(SqlStorage { pool, dialect })
+        let appender = (dialect == Dialect::Sqlite).then(|| GroupCommit::new(pool.clone()));
+        Ok(SqlStorage {
+            pool,
+            dialect,
+            appender,
+        })
     }
 
     #[cfg(test)]
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    #[cfg(test)]
+    pub(crate) fn appender(&self) -> Option<&GroupCommit> {
+        self.appender.as_ref()
     }
 }
 
@@ -695,6 +713,9 @@ impl Storage for SqlStorage {
         check_text("archive id", &item.id)?;
         check_text("with", &item.with)?;
         check_value("payload", &item.payload)?;
+        if let Some(appender) = &self.appender {
+            return appender.append(domain, user, store, item).await;
+        }
         sqlx::query(
             "INSERT INTO archive (domain, username, store, item_id, when_ms, with_jid, payload)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -17,8 +17,12 @@
 //!   Cost: one `archive_append` per message per archive (a message between two local users
 //!   is one write in each user's archive), plus one serialisation. Preferences are read from
 //!   storage once per user and then cached; `default='roster'` adds one roster lookup per
-//!   message. On SQLite each append is a durable (`synchronous=FULL`) transaction, so the
-//!   disk's flush latency is the price of a chat message; the benchmark measures it.
+//!   message. On SQLite each append is durable (`synchronous=FULL`) before it returns, so
+//!   the disk's flush latency is the price of a chat message; appends from concurrent
+//!   sessions share one transaction and one fsync (storage's group commit), but the two
+//!   appends of one message are made one after the other (the sender's at [`Hook::Sent`],
+//!   the receiver's at [`Hook::Accepted`]). The quota adds no write per message (see
+//!   [`quota`]). The benchmark (`starling bench archive`) measures it.
 //! - **Stanza ids** (§3.5, XEP-0359): the id is put on the message as `<stanza-id by='user'/>`
 //!   after deleting any claiming the same `by`. For an outgoing message the id is there for the
 //!   carbons `<sent/>` copies only; [`crate::stanza_id`] removes it before the message leaves.
