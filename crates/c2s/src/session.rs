@@ -270,7 +270,7 @@ impl Session {
         }
     }
 
-    fn write_stanza(&mut self, el: Element) {
+    fn write_stanza(&mut self, el: Box<Element>) {
         self.stream.queue(&el);
         if let Some(sm) = self.sm.as_mut() {
             sm.on_sent(starling_core::Outbound::Stanza(el));
