@@ -37,11 +37,35 @@ use crate::roster::store::RosterStore;
 const MAX_DIRECTED: usize = 1000;
 
 /// What the server remembers about one session's presence.
+/// A presence kept for a session while it is online, serialised: as a minidom tree (its
+/// attributes in B-tree maps) a presence took about 900 bytes per copy, and every available
+/// session keeps its last one for probes, new subscribers and privacy changes, which are rare
+/// next to the memory an idle session holds (docs/capacity.md). Parsed again when used.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPresence(Box<str>);
+
+impl StoredPresence {
+    pub(crate) fn new(presence: &Element) -> StoredPresence {
+        StoredPresence(starling_proto::writer::element_to_string(presence).into_boxed_str())
+    }
+
+    /// The presence again (our writer's output always parses; `None` would be a bug, logged).
+    pub(crate) fn element(&self) -> Option<Element> {
+        match self.0.parse::<Element>() {
+            Ok(el) => Some(el),
+            Err(e) => {
+                tracing::error!(error = %e, "a stored presence does not parse");
+                None
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct SessionPresence {
     /// The last available presence broadcast by the session (stamped `from`, no `to`): sent
     /// again in answer to probes and to newly approved subscribers.
-    last: Option<Element>,
+    last: Option<StoredPresence>,
     /// Entities that got directed presence from this session while they had no subscription
     /// (§4.6.1): they get `unavailable` when the session goes offline.
     directed: HashSet<Jid>,
@@ -55,8 +79,9 @@ pub struct PresenceState {
 }
 
 impl PresenceState {
-    fn set_last(&self, full: &Jid, presence: Element) {
-        self.sessions.lock().entry(full.clone()).or_default().last = Some(presence);
+    fn set_last(&self, full: &Jid, presence: &Element) {
+        let stored = StoredPresence::new(presence);
+        self.sessions.lock().entry(full.clone()).or_default().last = Some(stored);
     }
 
     fn take(&self, full: &Jid) -> SessionPresence {
@@ -85,13 +110,19 @@ impl PresenceState {
                 .map(|r| r.jid.clone())
                 .collect()
         });
-        let sessions = self.sessions.lock();
-        available
+        let stored: Vec<(Jid, StoredPresence)> = {
+            let sessions = self.sessions.lock();
+            available
+                .into_iter()
+                .filter_map(|j| {
+                    let last = sessions.get(&j)?.last.clone()?;
+                    Some((j, last))
+                })
+                .collect()
+        };
+        stored
             .into_iter()
-            .filter_map(|j| {
-                let last = sessions.get(&j)?.last.clone()?;
-                Some((j, last))
-            })
+            .filter_map(|(j, last)| Some((j, last.element()?)))
             .collect()
     }
 }
@@ -177,7 +208,7 @@ impl Presence {
         let user = from.bare();
         let mut presence = stanza.clone();
         presence.remove_attr("to");
-        self.state.set_last(from, presence.clone());
+        self.state.set_last(from, &presence);
         let items = self.roster_of(server, &user).await;
         if initial {
             for item in items.iter().filter(|i| i.sub.state.to()) {
@@ -368,5 +399,23 @@ impl Module for Presence {
         for to in gone.directed {
             server.route(unavailable(full, &to)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_presence_is_the_same_presence_and_smaller() {
+        let p: Element = "<presence xmlns='jabber:client' from='juliet@capulet.lit/balcony'>\
+            <show>away</show><status>a &lt;b&gt; &amp; c'</status><priority>5</priority>\
+            <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://gajim.org' \
+            ver='QgayPKawpkPSDYmwT/WM94uAlu0='/></presence>"
+            .parse()
+            .unwrap();
+        let stored = StoredPresence::new(&p);
+        assert_eq!(stored.element(), Some(p.clone()));
+        assert!(stored.0.len() < 400, "{} bytes", stored.0.len());
     }
 }

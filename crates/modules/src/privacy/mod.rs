@@ -54,6 +54,7 @@ use starling_proto::ns;
 use starling_proto::stanza::IqType;
 use starling_storage::StorageError;
 
+use crate::presence::StoredPresence;
 use crate::roster::item::{RosterItem, STORE as ROSTER_STORE};
 use rules::{Contact, Decision, Kind, ListError, PrivacyList, Rule, Subscription, NS_PRIVACY};
 
@@ -103,7 +104,7 @@ struct SessionState {
     /// The session spoke `jabber:iq:privacy`: it gets list pushes for blocking edits too.
     privacy_used: bool,
     /// The session's last available presence, sent again to a contact that regains access.
-    last_presence: Option<Element>,
+    last_presence: Option<StoredPresence>,
 }
 
 impl UserCache {
@@ -514,7 +515,7 @@ impl Privacy {
             s.last_presence = available.then(|| {
                 let mut p = stanza.clone();
                 p.remove_attr("to");
-                p
+                StoredPresence::new(&p)
             });
         }
     }
@@ -627,7 +628,7 @@ impl Privacy {
         let allows = |l: Option<&PrivacyList>, kind, jid: &Jid, c: &Contact| {
             l.is_none_or(|l| exempt(user, jid) || l.decide(kind, jid, c) == Decision::Allow)
         };
-        let last: HashMap<Jid, Element> = {
+        let stored: Vec<(Jid, StoredPresence)> = {
             let users = self.users.read();
             users
                 .get(user)
@@ -641,6 +642,10 @@ impl Privacy {
                 })
                 .unwrap_or_default()
         };
+        let last: HashMap<Jid, Element> = stored
+            .into_iter()
+            .filter_map(|(s, p)| Some((s, p.element()?)))
+            .collect();
         for item in self.roster(server, user).await {
             let c = contact_of(&item);
             let state = item.sub.state;

@@ -114,11 +114,16 @@ pub(crate) struct FanTally {
 
 /// Runs one session until the end condition; returns the client (still open) with its
 /// figures and the stream problem that ended it early, if any.
+///
+/// `early`: stanzas the caller read before the run started (a node learns of the start
+/// through a channel, and a fast sender's first stanzas can reach it before it does); they
+/// are counted first, as if they had just arrived.
 pub(crate) async fn node(
     mut client: Client,
     me: usize,
     sending: bool,
     fan: Arc<Fan>,
+    early: Vec<Stanza>,
     make: impl Fn(u64, u64) -> Stanza,
     classify: impl Fn(&Stanza) -> Seen,
 ) -> (Client, FanTally, Option<String>) {
@@ -135,6 +140,9 @@ pub(crate) async fn node(
     let mut sending = sending;
     let mut problem = None;
     let slot = &fan.slots[me];
+    for stanza in &early {
+        count(&fan, &mut t, &mut bits, classify(stanza));
+    }
     loop {
         if sending {
             let now = Instant::now();
@@ -185,38 +193,7 @@ pub(crate) async fn node(
             _ = slot.room.notified(), if sending => continue,
             _ = tokio::time::sleep_until(wake) => continue,
         };
-        match classify(&stanza) {
-            Seen::Other => {}
-            Seen::Error => t.errors += 1,
-            Seen::Numbered { from, seq, sent_at } => {
-                let Some(sender) = fan.slots.get(from) else {
-                    t.errors += 1;
-                    continue;
-                };
-                let now = micros(fan.base.elapsed());
-                let b = bits.entry(from).or_default();
-                let word = (seq / 64) as usize;
-                let bit = 1u64 << (seq % 64);
-                if word >= b.seen.len() {
-                    b.seen.resize(word + 1, 0);
-                }
-                if b.seen[word] & bit != 0 {
-                    t.duplicated += 1;
-                    continue;
-                }
-                b.seen[word] |= bit;
-                if b.highest.is_some_and(|h| seq < h) {
-                    t.reordered += 1;
-                }
-                b.highest = Some(b.highest.map_or(seq, |h| h.max(seq)));
-                t.distinct += 1;
-                t.latencies.push(now.saturating_sub(sent_at));
-                t.last = Instant::now();
-                sender.delivered.fetch_add(1, Ordering::AcqRel);
-                fan.delivered.fetch_add(1, Ordering::AcqRel);
-                sender.room.notify_one();
-            }
-        }
+        count(&fan, &mut t, &mut bits, classify(&stanza));
     }
     if sending {
         // Ended early (a stream problem): what was sent still counts as expected.
@@ -225,6 +202,43 @@ pub(crate) async fn node(
         fan.senders_done.fetch_add(1, Ordering::AcqRel);
     }
     (client, t, problem)
+}
+
+/// Counts one received stanza: a numbered one once per (sender, seq), with its latency, and
+/// tells its sender's window.
+fn count(fan: &Fan, t: &mut FanTally, bits: &mut HashMap<usize, SeqBits>, seen: Seen) {
+    match seen {
+        Seen::Other => {}
+        Seen::Error => t.errors += 1,
+        Seen::Numbered { from, seq, sent_at } => {
+            let Some(sender) = fan.slots.get(from) else {
+                t.errors += 1;
+                return;
+            };
+            let now = micros(fan.base.elapsed());
+            let b = bits.entry(from).or_default();
+            let word = (seq / 64) as usize;
+            let bit = 1u64 << (seq % 64);
+            if word >= b.seen.len() {
+                b.seen.resize(word + 1, 0);
+            }
+            if b.seen[word] & bit != 0 {
+                t.duplicated += 1;
+                return;
+            }
+            b.seen[word] |= bit;
+            if b.highest.is_some_and(|h| seq < h) {
+                t.reordered += 1;
+            }
+            b.highest = Some(b.highest.map_or(seq, |h| h.max(seq)));
+            t.distinct += 1;
+            t.latencies.push(now.saturating_sub(sent_at));
+            t.last = Instant::now();
+            sender.delivered.fetch_add(1, Ordering::AcqRel);
+            fan.delivered.fetch_add(1, Ordering::AcqRel);
+            sender.room.notify_one();
+        }
+    }
 }
 
 /// The figures of a fan-out run.

@@ -263,7 +263,11 @@ impl Occupant {
         if failed {
             return (client, None);
         }
-        // Read (and drop: presences of later joins) until the run starts.
+        // Read until the run starts, dropping presences of later joins but keeping the
+        // senders' messages: a sender can start (and its message reach us) before this task
+        // sees the phase change. (Dropping them here was counted as loss: 235 of 1,794,000
+        // deliveries in a room of 1,000.)
+        let mut early = Vec::new();
         let fan = loop {
             let current = phase.borrow_and_update().clone();
             match current {
@@ -273,7 +277,14 @@ impl Occupant {
             }
             tokio::select! {
                 r = phase.changed() => if r.is_err() { return (client, None) },
-                r = client.recv() => if r.is_err() { return (client, None) },
+                r = client.recv() => match r {
+                    Ok(st) => {
+                        if !matches!(classify(&self.opts, &self.room, &st), Seen::Other) {
+                            early.push(st);
+                        }
+                    }
+                    Err(_) => return (client, None),
+                },
             }
         };
         let room = self.room.clone();
@@ -284,6 +295,7 @@ impl Occupant {
             self.me,
             self.sending,
             fan,
+            early,
             move |seq, micros| {
                 Element::builder("message", ns::CLIENT)
                     .attr(attr("to"), to.as_str())

@@ -156,9 +156,16 @@ pub async fn presence(
         nodes.spawn(async move {
             let group = i / (contacts + 1);
             let opts2 = opts.clone();
-            fanout::node(client, i, true, fan, status_change, move |st: &Stanza| {
-                classify(&opts2, st, i, contacts, group)
-            })
+            // Nodes start reading only here: what arrives earlier waits in the socket.
+            fanout::node(
+                client,
+                i,
+                true,
+                fan,
+                Vec::new(),
+                status_change,
+                move |st: &Stanza| classify(&opts2, st, i, contacts, group),
+            )
             .await
         });
     }
