@@ -8,12 +8,14 @@ use starling_proto::framer::{Framer, Limits, StreamEvent};
 use starling_proto::writer;
 
 fuzz_target!(|data: &[u8]| {
-    // The first byte picks the chunk size, the second a small stanza limit (to reach the
-    // limit paths with small inputs); the rest is the stream.
+    // The first byte picks the chunk size (low six bits) and whether scratch memory is
+    // released after each chunk (bit 6, as an idle stream does), the second a small stanza
+    // limit (to reach the limit paths with small inputs); the rest is the stream.
     let (chunk, limit, input) = match data {
         [c, l, rest @ ..] => (usize::from(*c % 64) + 1, 64 + usize::from(*l) * 16, rest),
         _ => return,
     };
+    let release = data[0] & 64 != 0;
     let limits = Limits {
         max_stanza_bytes: limit,
         max_depth: 16,
@@ -35,6 +37,9 @@ fuzz_target!(|data: &[u8]| {
                     return;
                 }
             }
+        }
+        if release {
+            framer.release_temporaries();
         }
     }
 });

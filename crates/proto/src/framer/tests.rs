@@ -815,3 +815,32 @@ fn size_of_hot_types() {
         std::mem::size_of::<Framer>()
     );
 }
+
+/// `release_temporaries` between any two chunks (as an idle stream calls it) changes no event:
+/// names, references, long text and attribute values split at every point.
+#[test]
+fn releasing_scratch_memory_between_chunks_changes_nothing() {
+    let text = "wherefore art thou &amp; &lt;Romeo&gt; &#x263A; ".repeat(40);
+    let input = format!(
+        "{HEADER}<message to='juliet@capulet.lit/balcony' id='m&apos;1' xml:lang='en'>\
+         <body>{text}</body><thread parent='t&quot;0'>t1</thread></message>\
+         <iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>\
+         <presence><status>{text}</status></presence></stream:stream>"
+    );
+    let input = input.as_bytes();
+    let (expected, err) = run_chunked(input, input.len());
+    assert_eq!(err, None);
+    assert_eq!(expected.len(), 5, "open, three stanzas, close");
+    for chunk in 1..=64 {
+        let mut f = Framer::new(Limits::default());
+        let mut events = Vec::new();
+        for part in input.chunks(chunk) {
+            f.feed(part);
+            while let Some(ev) = f.next_event().unwrap() {
+                events.push(ev);
+            }
+            f.release_temporaries();
+        }
+        assert_eq!(events, expected, "chunk size {chunk}");
+    }
+}
