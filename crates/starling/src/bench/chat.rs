@@ -114,9 +114,42 @@ pub(crate) struct SeqTally {
     pub latencies: Vec<u64>,
     /// When the last distinct message arrived.
     pub last: Instant,
-    /// One bit per sequence number seen; grows with the highest one.
+    bits: SeqBits,
+}
+
+/// Which sequence numbers of one sender arrived: one bit each (growing with the highest),
+/// and the highest so far.
+#[derive(Default)]
+pub(crate) struct SeqBits {
     seen: Vec<u64>,
     highest: Option<u64>,
+}
+
+/// What [`SeqBits::mark`] made of a sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Seen before.
+    Duplicate,
+    /// New; `reordered` when it arrived after a higher one. (Gaps that never fill are
+    /// counted as lost by the caller.)
+    New { reordered: bool },
+}
+
+impl SeqBits {
+    pub(crate) fn mark(&mut self, seq: u64) -> Mark {
+        let word = (seq / 64) as usize;
+        let bit = 1u64 << (seq % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & bit != 0 {
+            return Mark::Duplicate;
+        }
+        self.seen[word] |= bit;
+        let reordered = self.highest.is_some_and(|h| seq < h);
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        Mark::New { reordered }
+    }
 }
 
 impl SeqTally {
@@ -128,29 +161,20 @@ impl SeqTally {
             errors: 0,
             latencies: Vec::new(),
             last: base,
-            seen: Vec::new(),
-            highest: None,
+            bits: SeqBits::default(),
         }
     }
 
     /// Records message `seq`, sent at `sent_at` and received at `now` (microseconds since
     /// the common base); returns whether it was new.
     pub fn observe(&mut self, seq: u64, sent_at: u64, now: u64) -> bool {
-        let word = (seq / 64) as usize;
-        let bit = 1u64 << (seq % 64);
-        if word >= self.seen.len() {
-            self.seen.resize(word + 1, 0);
+        match self.bits.mark(seq) {
+            Mark::Duplicate => {
+                self.duplicated += 1;
+                return false;
+            }
+            Mark::New { reordered } => self.reordered += u64::from(reordered),
         }
-        if self.seen[word] & bit != 0 {
-            self.duplicated += 1;
-            return false;
-        }
-        self.seen[word] |= bit;
-        // Arrived after a higher one: reordered. (Gaps that never fill are counted as lost.)
-        if self.highest.is_some_and(|h| seq < h) {
-            self.reordered += 1;
-        }
-        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
         self.distinct += 1;
         self.latencies.push(now.saturating_sub(sent_at));
         self.last = Instant::now();
@@ -375,4 +399,20 @@ async fn receive_loop(
     }
     let _ = client.close().await;
     (t, problem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_bits_tell_duplicates_and_reordering() {
+        let mut b = SeqBits::default();
+        assert_eq!(b.mark(0), Mark::New { reordered: false });
+        assert_eq!(b.mark(130), Mark::New { reordered: false });
+        assert_eq!(b.mark(64), Mark::New { reordered: true });
+        assert_eq!(b.mark(130), Mark::Duplicate);
+        assert_eq!(b.mark(0), Mark::Duplicate);
+        assert_eq!(b.mark(131), Mark::New { reordered: false });
+    }
 }

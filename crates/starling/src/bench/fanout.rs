@@ -17,6 +17,7 @@ use starling_client::{Client, Stanza};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::chat::{Mark, SeqBits};
 use super::report::{micros, rate, Percentiles, Summary};
 
 /// How often a waiting node re-checks the deadline and the end condition.
@@ -91,13 +92,6 @@ pub(crate) enum Seen {
     Error,
     /// Anything else (joins, probes, subjects...): ignored.
     Other,
-}
-
-/// Per receiver and sender: which sequence numbers arrived.
-#[derive(Default)]
-struct SeqBits {
-    seen: Vec<u64>,
-    highest: Option<u64>,
 }
 
 /// What one node saw and sent.
@@ -216,21 +210,13 @@ fn count(fan: &Fan, t: &mut FanTally, bits: &mut HashMap<usize, SeqBits>, seen: 
                 return;
             };
             let now = micros(fan.base.elapsed());
-            let b = bits.entry(from).or_default();
-            let word = (seq / 64) as usize;
-            let bit = 1u64 << (seq % 64);
-            if word >= b.seen.len() {
-                b.seen.resize(word + 1, 0);
+            match bits.entry(from).or_default().mark(seq) {
+                Mark::Duplicate => {
+                    t.duplicated += 1;
+                    return;
+                }
+                Mark::New { reordered } => t.reordered += u64::from(reordered),
             }
-            if b.seen[word] & bit != 0 {
-                t.duplicated += 1;
-                return;
-            }
-            b.seen[word] |= bit;
-            if b.highest.is_some_and(|h| seq < h) {
-                t.reordered += 1;
-            }
-            b.highest = Some(b.highest.map_or(seq, |h| h.max(seq)));
             t.distinct += 1;
             t.latencies.push(now.saturating_sub(sent_at));
             t.last = Instant::now();
