@@ -200,6 +200,18 @@ fn record<K: Eq + Hash + Clone>(map: &mut HashMap<K, Entry>, key: K, policy: &Po
 /// Makes room for one more admission entry: forgets entries that are neither banned nor in
 /// a current window, then (still full) the one with the oldest window that is not banned,
 /// then the one whose ban ends first.
+/// The admission record of `key`, a fresh one (room made first) if it has none.
+fn admission(map: &mut HashMap<IpAddr, Admission>, key: IpAddr, now: Instant) -> &mut Admission {
+    if !map.contains_key(&key) {
+        make_room(map, now);
+    }
+    map.entry(key).or_insert(Admission {
+        window_start: now,
+        connections: 0,
+        banned_until: None,
+    })
+}
+
 fn make_room(map: &mut HashMap<IpAddr, Admission>, now: Instant) {
     if map.len() < MAX_ENTRIES {
         return;
@@ -249,14 +261,7 @@ impl AuthThrottle {
         if policy.connections_per_window == 0 {
             return Ok(());
         }
-        if !map.contains_key(&key) {
-            make_room(&mut map, now);
-        }
-        let a = map.entry(key).or_insert(Admission {
-            window_start: now,
-            connections: 0,
-            banned_until: None,
-        });
+        let a = admission(&mut map, key, now);
         if now.duration_since(a.window_start) >= CONNECTION_WINDOW {
             a.window_start = now;
             a.connections = 0;
@@ -284,14 +289,7 @@ impl AuthThrottle {
         let key = address_key(ip);
         let now = Instant::now();
         let mut map = self.admissions.lock();
-        if !map.contains_key(&key) {
-            make_room(&mut map, now);
-        }
-        let a = map.entry(key).or_insert(Admission {
-            window_start: now,
-            connections: 0,
-            banned_until: None,
-        });
+        let a = admission(&mut map, key, now);
         if a.banned_until.is_some_and(|u| u > now) {
             return;
         }
