@@ -432,13 +432,7 @@ async fn repeated_failed_logins_put_the_address_in_the_penalty_box() {
     server.add_user("victim", "right").await;
     let attacker = loopback(2);
     for _ in 0..3 {
-        let mut c = Conn::connect_from(server.c2s, attacker).await;
-        c.open("localhost").await;
-        c.starttls().await;
-        let r = c
-            .scram(starling_sasl::ScramHash::Sha256, false, "victim", "guess")
-            .await;
-        assert!(r.is_err(), "a wrong password fails");
+        hard_support::tcp_fails_login(&server, attacker, "victim").await;
     }
     let banned_at = Instant::now();
     let mut c = Conn::connect_from(server.c2s, attacker).await;

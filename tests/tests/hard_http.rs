@@ -301,13 +301,7 @@ async fn failed_logins_add_up_across_transports() {
     let mut w = Witnesses::login(&server).await;
     server.add_user("victim", "right").await;
     let attacker = loopback(2);
-    let mut c = Conn::connect_from(server.c2s, attacker).await;
-    c.open("localhost").await;
-    c.starttls().await;
-    let r = c
-        .scram(starling_sasl::ScramHash::Sha256, false, "victim", "guess")
-        .await;
-    assert!(r.is_err(), "a wrong password fails");
+    hard_support::tcp_fails_login(&server, attacker, "victim").await;
     bosh_fails_login(addr, attacker, "victim").await;
     // After two failures the address is not banned yet: the third attempt's upgrade is
     // accepted (and its login fails).

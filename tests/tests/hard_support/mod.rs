@@ -94,3 +94,15 @@ pub async fn fresh_user(server: &TestServer, name: &str) -> Conn {
     server.add_user(name, "pw").await;
     server.login(name, "pw", "r").await
 }
+
+/// One failed SCRAM-SHA-256 login over TCP (STARTTLS) from `from`, as `user` with a wrong
+/// password.
+pub async fn tcp_fails_login(server: &TestServer, from: IpAddr, user: &str) {
+    let mut c = Conn::connect_from(server.c2s, from).await;
+    c.open("localhost").await;
+    c.starttls().await;
+    let r = c
+        .scram(starling_sasl::ScramHash::Sha256, false, user, "guess")
+        .await;
+    assert!(r.is_err(), "a wrong password fails");
+}
