@@ -159,6 +159,38 @@ fn is_message(e: &Element) -> bool {
     e.name() == "message"
 }
 
+/// The kill under load every test here makes: sends `warm` (`warm_count` messages) and waits
+/// until `on_stanza` (fed every stanza, returning how many messages count as acknowledged so
+/// far) reaches `warm_count`; then sends `rest` and SIGKILLs the server 150 ms later, still
+/// feeding `on_stanza` until the stream ends.
+async fn warm_then_kill(
+    alice: &mut Conn,
+    child: Child,
+    (warm, warm_count): (String, usize),
+    rest: String,
+    mut on_stanza: impl FnMut(&Element) -> usize,
+) {
+    alice.send(&warm).await;
+    while on_stanza(&alice.recv().await) < warm_count {}
+    alice.send(&rest).await;
+    let killer = tokio::spawn(async move {
+        let mut child = child;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+    });
+    loop {
+        match alice.next_event().await {
+            Some(StreamEvent::Stanza(el)) => {
+                on_stanza(&el);
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    killer.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,34 +210,21 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
             .collect()
     };
     let mut acked = BTreeSet::new();
-    // Steady traffic first: 100 messages, all acknowledged.
-    alice.send(&batch(0, 100)).await;
-    while acked.len() < 100 {
-        let el = alice.recv().await;
-        if let Some(i) = el.attr("id").and_then(|id| id.strip_prefix("ack")) {
-            acked.insert(i.parse::<usize>().unwrap());
-        }
-    }
-    // Then 2000 more in flight, and SIGKILL while the server works through them.
-    alice.send(&batch(100, 2100)).await;
-    let killer = tokio::spawn(async move {
-        let mut child = child;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-    });
-    loop {
-        match alice.next_event().await {
-            Some(StreamEvent::Stanza(el)) => {
-                if let Some(i) = el.attr("id").and_then(|id| id.strip_prefix("ack")) {
-                    acked.insert(i.parse::<usize>().unwrap());
-                }
+    // Steady traffic first: 100 messages, all acknowledged; then 2000 more in flight, and
+    // SIGKILL while the server works through them.
+    warm_then_kill(
+        &mut alice,
+        child,
+        (batch(0, 100), 100),
+        batch(100, 2100),
+        |el| {
+            if let Some(i) = el.attr("id").and_then(|id| id.strip_prefix("ack")) {
+                acked.insert(i.parse::<usize>().unwrap());
             }
-            Some(_) => {}
-            None => break,
-        }
-    }
-    killer.await.unwrap();
+            acked.len()
+        },
+    )
+    .await;
     let last_acked = *acked.last().unwrap();
     assert!(
         last_acked < 2099,
@@ -381,28 +400,19 @@ async fn stream_managed_acks_survive_sigkill_exactly_once() {
             assert!(!el.is("failed", SM), "{el:?}");
         }
     };
-    // Steady traffic first: 100 messages, all acknowledged.
-    alice.send(&batch(0, 100)).await;
-    while h_max < 100 {
-        let el = alice.recv().await;
-        on_ack(&el, &mut h_max);
-    }
-    // Then 2000 more, and SIGKILL while the server works through them.
-    alice.send(&batch(100, TOTAL)).await;
-    let killer = tokio::spawn(async move {
-        let mut child = child;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-    });
-    loop {
-        match alice.next_event().await {
-            Some(StreamEvent::Stanza(el)) => on_ack(&el, &mut h_max),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    killer.await.unwrap();
+    // Steady traffic first: 100 messages, all acknowledged; then 2000 more, and SIGKILL
+    // while the server works through them.
+    warm_then_kill(
+        &mut alice,
+        child,
+        (batch(0, 100), 100),
+        batch(100, TOTAL),
+        |el| {
+            on_ack(el, &mut h_max);
+            h_max as usize
+        },
+    )
+    .await;
     let bob_raw = String::from_utf8_lossy(&bob_reader.await.unwrap()).into_owned();
     let acked: BTreeSet<usize> = (0..h_max as usize).collect();
     assert!(
@@ -525,26 +535,17 @@ async fn groupchat_acks_survive_sigkill_in_the_room_archive() {
             );
         }
     };
-    alice.send(&batch(0, 50)).await;
-    while h_max < 50 {
-        let el = alice.recv().await;
-        on_ack(&el, &mut h_max);
-    }
-    alice.send(&batch(50, TOTAL)).await;
-    let killer = tokio::spawn(async move {
-        let mut child = child;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        child.kill().expect("SIGKILL");
-        child.wait().unwrap();
-    });
-    loop {
-        match alice.next_event().await {
-            Some(StreamEvent::Stanza(el)) => on_ack(&el, &mut h_max),
-            Some(_) => {}
-            None => break,
-        }
-    }
-    killer.await.unwrap();
+    warm_then_kill(
+        &mut alice,
+        child,
+        (batch(0, 50), 50),
+        batch(50, TOTAL),
+        |el| {
+            on_ack(el, &mut h_max);
+            h_max as usize
+        },
+    )
+    .await;
     assert!(
         (h_max as usize) < TOTAL,
         "the kill came after the server had handled everything (h = {h_max}); the test proves nothing"
