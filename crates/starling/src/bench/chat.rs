@@ -285,6 +285,26 @@ pub async fn chat(
         ));
         receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN));
     }
+    collect(
+        ("chat", "stream"),
+        senders,
+        receivers,
+        (pairs, window),
+        base,
+    )
+    .await
+}
+
+/// Waits for the pairs' senders (messages written, or with the error that stopped them) and
+/// receivers (their tallies), reports problems on stderr (`bench {scenario}: N {kind}
+/// problem(s)`), and makes the report: what `chat` and `relay` share.
+pub(crate) async fn collect(
+    (scenario, kind): (&str, &str),
+    mut senders: JoinSet<Result<u64, (u64, String)>>,
+    mut receivers: JoinSet<(SeqTally, Option<String>)>,
+    (pairs, window): (usize, u64),
+    base: Instant,
+) -> Result<ChatReport, String> {
     let mut sent = 0;
     let mut problems = Vec::new();
     while let Some(r) = senders.join_next().await {
@@ -306,7 +326,7 @@ pub async fn chat(
     }
     if let Some(p) = problems.first() {
         eprintln!(
-            "bench chat: {} stream problem(s), first: {p}",
+            "bench {scenario}: {} {kind} problem(s), first: {p}",
             problems.len()
         );
     }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use starling_proto::framer::{Framer, Limits, StreamEvent};
 
-use super::chat::{check_pairs, parse_body, report, ChatReport, PairState, SeqTally};
+use super::chat::{check_pairs, collect, parse_body, ChatReport, PairState, SeqTally};
 use super::report::micros;
 use super::{BenchOptions, CONNECT_TIMEOUT, DRAIN};
 
@@ -225,32 +225,14 @@ pub async fn relay(
         senders.spawn(send_loop(sender, to, state.clone(), pace));
         receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN, xml));
     }
-    let mut sent = 0;
-    let mut problems = Vec::new();
-    while let Some(r) = senders.join_next().await {
-        match r.map_err(|e| e.to_string())? {
-            Ok(n) => sent += n,
-            Err((n, e)) => {
-                sent += n;
-                problems.push(e);
-            }
-        }
-    }
-    let mut tallies = Vec::new();
-    while let Some(r) = receivers.join_next().await {
-        let (t, e) = r.map_err(|e| e.to_string())?;
-        if let Some(e) = e {
-            problems.push(e);
-        }
-        tallies.push(t);
-    }
-    if let Some(p) = problems.first() {
-        eprintln!(
-            "bench relay: {} connection problem(s), first: {p}",
-            problems.len()
-        );
-    }
-    Ok(report(pairs, window, sent, tallies, base))
+    collect(
+        ("relay", "connection"),
+        senders,
+        receivers,
+        (pairs, window),
+        base,
+    )
+    .await
 }
 
 /// How a relay sender sends.
