@@ -384,3 +384,80 @@ async fn two_resources_see_each_other_and_subscribers_see_both() {
     .await;
     quiet(&mut bob).await;
 }
+
+/// A status change goes to the subscribers of the moment, also after earlier status changes
+/// (which the server may answer from a copy of the roster in memory) and a change that the
+/// contact, not the user, made to the user's roster.
+#[tokio::test]
+async fn status_changes_follow_the_roster_as_it_changes() {
+    let server = server().await;
+    let mut alice = online(&server, "alice", "phone").await;
+    let mut bob = online(&server, "bob", "laptop").await;
+    befriend(&mut alice, &mut bob).await;
+    let status = |show: &'static str| format!("<presence><show>{show}</show></presence>");
+    let me = "alice@localhost/phone";
+
+    for show in ["away", "xa"] {
+        alice.send(&status(show)).await;
+        expect_presence(&mut alice, me, me, None).await;
+        quiet(&mut alice).await;
+        let got = expect_presence(&mut bob, me, "bob@localhost", None).await;
+        assert_eq!(got.get_child("show", CLIENT).unwrap().text(), show);
+        quiet(&mut bob).await;
+    }
+
+    // bob unsubscribes: alice's item for bob loses `from`, by bob's doing.
+    bob.send("<presence to='alice@localhost' type='unsubscribe'/>")
+        .await;
+    expect_push(&mut bob, "alice@localhost", "from", None).await;
+    expect_presence(&mut bob, me, "bob@localhost", Some("unavailable")).await;
+    quiet(&mut bob).await;
+    expect_presence(
+        &mut alice,
+        "bob@localhost",
+        "alice@localhost",
+        Some("unsubscribe"),
+    )
+    .await;
+    expect_push(&mut alice, "bob@localhost", "to", None).await;
+    quiet(&mut alice).await;
+    alice.send(&status("dnd")).await;
+    expect_presence(&mut alice, me, me, None).await;
+    quiet(&mut alice).await;
+    quiet(&mut bob).await;
+
+    // bob asks again and alice approves: her next status reaches him again.
+    bob.send("<presence to='alice@localhost' type='subscribe'/>")
+        .await;
+    expect_push(&mut bob, "alice@localhost", "from", Some("subscribe")).await;
+    quiet(&mut bob).await;
+    expect_presence(
+        &mut alice,
+        "bob@localhost",
+        "alice@localhost",
+        Some("subscribe"),
+    )
+    .await;
+    quiet(&mut alice).await;
+    alice
+        .send("<presence to='bob@localhost' type='subscribed'/>")
+        .await;
+    expect_push(&mut alice, "bob@localhost", "both", None).await;
+    quiet(&mut alice).await;
+    expect_presence(
+        &mut bob,
+        "alice@localhost",
+        "bob@localhost",
+        Some("subscribed"),
+    )
+    .await;
+    expect_push(&mut bob, "alice@localhost", "both", None).await;
+    expect_presence(&mut bob, me, "bob@localhost", None).await;
+    quiet(&mut bob).await;
+    alice.send(&status("chat")).await;
+    expect_presence(&mut alice, me, me, None).await;
+    quiet(&mut alice).await;
+    let got = expect_presence(&mut bob, me, "bob@localhost", None).await;
+    assert_eq!(got.get_child("show", CLIENT).unwrap().text(), "chat");
+    quiet(&mut bob).await;
+}

@@ -177,12 +177,14 @@ impl Presence {
         Presence { roster, state }
     }
 
-    async fn roster_of(&self, server: &Server, user: &Jid) -> Vec<RosterItem> {
-        match self.roster.all(server, user).await {
+    /// `user`'s roster; `keep`: a status change of an online user, worth keeping in memory
+    /// ([`RosterStore::for_presence`]).
+    async fn roster_of(&self, server: &Server, user: &Jid, keep: bool) -> Arc<[RosterItem]> {
+        match self.roster.for_presence(server, user, keep).await {
             Ok(items) => items,
             Err(e) => {
                 tracing::error!(error = %e, %user, "cannot read roster for presence");
-                Vec::new()
+                Arc::from([])
             }
         }
     }
@@ -209,7 +211,7 @@ impl Presence {
         let mut presence = stanza.clone();
         presence.remove_attr("to");
         self.state.set_last(from, &presence);
-        let items = self.roster_of(server, &user).await;
+        let items = self.roster_of(server, &user, !initial).await;
         if initial {
             for item in items.iter().filter(|i| i.sub.state.to()) {
                 let probe = Element::builder("presence", ns::CLIENT)
@@ -237,7 +239,7 @@ impl Presence {
                 }
             }
             // ...and gets every subscription request still waiting for an answer (§3.1.3).
-            for item in &items {
+            for item in items.iter() {
                 if let Some(request) = item
                     .request
                     .as_ref()
@@ -257,10 +259,10 @@ impl Presence {
         let gone = self.state.take(from);
         let mut told = HashSet::new();
         if gone.last.is_some() {
-            for item in self.roster_of(server, &user).await {
+            for item in self.roster_of(server, &user, false).await.iter() {
                 if item.sub.state.from() {
                     server.route(addressed(&presence, &item.jid)).await;
-                    told.insert(item.jid);
+                    told.insert(item.jid.clone());
                 }
             }
             self.to_own_resources(server, &user, &presence).await;
@@ -291,7 +293,11 @@ impl Presence {
             return;
         }
         if available {
-            let subscribed = match self.roster.get(server, &user, &to.bare()).await {
+            let subscribed = match self
+                .roster
+                .get_for_presence(server, &user, &to.bare())
+                .await
+            {
                 Ok(item) => item.is_some_and(|i| i.sub.state.from()),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read roster for directed presence");
@@ -316,7 +322,7 @@ impl Presence {
         let contact = to.bare();
         let asker = prober.bare();
         let subscribed = asker == contact
-            || match self.roster.get(server, &contact, &asker).await {
+            || match self.roster.get_for_presence(server, &contact, &asker).await {
                 Ok(item) => item.is_some_and(|i| i.sub.state.from()),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read roster for probe");
@@ -392,6 +398,10 @@ impl Module for Presence {
         if server.router().session(full).is_some() {
             // A newer session took over this full JID; the state is its own.
             return;
+        }
+        let user = full.bare();
+        if server.router().with_resources(&user, |r| r.is_empty()) {
+            self.roster.forget(&user);
         }
         // Normally the unavailable broadcast at session end already cleared this; a session
         // that only ever sent directed presence still owes its recipients an unavailable.

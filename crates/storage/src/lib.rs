@@ -288,6 +288,14 @@ pub trait Storage: Send + Sync {
     /// Closes the connections (graceful shutdown; on SQLite the last connection to close
     /// checkpoints the WAL). Calls after `close` fail with [`StorageError::Backend`].
     async fn close(&self) {}
+
+    /// Whether other server nodes may write this data (a shared PostgreSQL). A node may keep
+    /// stored data in memory past one request only when this is `false`: then every change
+    /// goes through this process (the admin command line aside), so the process can keep
+    /// its copies current. The default is the safe answer.
+    fn shared(&self) -> bool {
+        true
+    }
 }
 
 /// Opens storage at `url`, creating and migrating the database as needed.

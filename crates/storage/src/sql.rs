@@ -388,6 +388,11 @@ async fn position(
 
 #[async_trait]
 impl Storage for SqlStorage {
+    fn shared(&self) -> bool {
+        // A SQLite file belongs to one server process; PostgreSQL may serve several nodes.
+        self.dialect != Dialect::Sqlite
+    }
+
     async fn create_account(
         &self,
         domain: &str,

@@ -87,6 +87,10 @@ async fn conformance_on_postgres() {
         let (a, b) = tokio::join!(open(&url), open(&url));
         let (a, b) = (a.unwrap(), b.unwrap());
         b.close().await;
+        assert!(
+            a.shared(),
+            "other nodes may write the same PostgreSQL database"
+        );
         conformance::run_all(a.as_ref()).await;
         a.close().await;
 

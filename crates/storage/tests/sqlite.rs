@@ -31,6 +31,7 @@ async fn conformance_on_a_temporary_file() {
     let path = dir.path().join("data").join("nested").join("starling.db");
     let storage = open(&url(&path)).await.unwrap();
     assert!(path.exists(), "open creates the database file");
+    assert!(!storage.shared(), "a SQLite file belongs to one server");
     conformance::run_all(storage.as_ref()).await;
     storage.close().await;
     assert_eq!(journal_mode(&path).await, "wal");

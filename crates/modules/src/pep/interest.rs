@@ -258,6 +258,19 @@ impl Interest {
         self.inflight.retain(|(e, _), _| e != entity);
     }
 
+    /// Whether `caps` would change nothing: `entity` already wants from `owner` exactly what
+    /// the verified `caps` name. Such a presence (most of them: clients repeat their caps on
+    /// every status change) needs no roster lookup.
+    pub fn is_current(&self, owner: &Jid, entity: &Jid, caps: &CapsRef) -> bool {
+        let Some(nodes) = caps.key().and_then(|k| self.known.get(&k)) else {
+            return false;
+        };
+        self.watchers
+            .get(owner)
+            .and_then(|w| w.get(entity))
+            .is_some_and(|have| have == nodes)
+    }
+
     /// Presence with caps from `entity` to `owner`.
     pub fn on_caps(&mut self, owner: &Jid, entity: &Jid, caps: &CapsRef) -> CapsAction {
         if let Some(nodes) = caps.key().and_then(|k| self.known.get(&k)).cloned() {
@@ -421,5 +434,42 @@ mod tests {
         assert_eq!(t.recipients(&alice, "tune"), vec![bob.clone()]);
         t.forget(&bob);
         assert!(t.recipients(&alice, "tune").is_empty());
+    }
+
+    #[test]
+    fn caps_are_current_only_once_verified_and_registered() {
+        let mut t = Interest::default();
+        let (alice, carol, bob) = (jid("alice@x"), jid("carol@x"), jid("bob@x/r"));
+        let s = crate::caps::verification_string(&[], &["tune+notify"]);
+        let ver = base64::engine::general_purpose::STANDARD.encode(Sha1::digest(s.as_bytes()));
+        let caps = CapsRef {
+            node: "n".into(),
+            ver,
+            hash: Some("sha-1".into()),
+        };
+        assert!(!t.is_current(&alice, &bob, &caps), "never seen");
+        let CapsAction::Query(id, _) = t.on_caps(&alice, &bob, &caps) else {
+            panic!("expected a query")
+        };
+        assert!(!t.is_current(&alice, &bob, &caps), "query in flight");
+        let answer: Element = "<iq xmlns='jabber:client' type='result'><query xmlns='http://jabber.org/protocol/disco#info'>\
+            <feature var='tune+notify'/></query></iq>"
+            .parse()
+            .unwrap();
+        let (_, nodes) = t.answer(&id, &bob, &answer).unwrap();
+        assert!(
+            !t.is_current(&alice, &bob, &caps),
+            "verified, not registered"
+        );
+        t.set(&alice, &bob, nodes);
+        assert!(t.is_current(&alice, &bob, &caps));
+        assert!(!t.is_current(&carol, &bob, &caps), "another owner");
+        let other = CapsRef {
+            ver: "other".into(),
+            ..caps.clone()
+        };
+        assert!(!t.is_current(&alice, &bob, &other), "changed caps");
+        t.remove(&alice, &bob);
+        assert!(!t.is_current(&alice, &bob, &caps), "removed");
     }
 }

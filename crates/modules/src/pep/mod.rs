@@ -359,13 +359,7 @@ impl Pep {
     /// Available or unavailable presence from `entity` that tells `owner` about its
     /// interest (XEP-0163 §4.2).
     async fn presence_seen(&self, server: &Server, owner: &Jid, entity: &Jid, presence: &Element) {
-        let available = presence.attr("type").is_none();
-        let priority = presence
-            .get_child("priority", ns::CLIENT)
-            .and_then(|p| p.text().trim().parse::<i8>().ok())
-            .unwrap_or(0);
-        let caps = CapsRef::of(presence).filter(|_| available && priority >= 0);
-        let Some(caps) = caps else {
+        let Some(caps) = usable_caps(presence) else {
             self.interest.lock().remove(owner, entity);
             return;
         };
@@ -951,8 +945,12 @@ impl Module for Pep {
                     return Outcome::Pass;
                 }
                 // Auto-subscription follows the presence subscription (§4.1): only contacts
-                // subscribed to the owner's presence count, as in Prosody.
-                if stanza.attr("type").is_none() {
+                // subscribed to the owner's presence count, as in Prosody. The roster is read
+                // only when the presence could add interest: without usable caps it can only
+                // remove some, and caps that change nothing need no check.
+                let adds = usable_caps(stanza)
+                    .is_some_and(|caps| !self.interest.lock().is_current(&owner, &from, &caps));
+                if adds {
                     match self.roster_item(server, &owner, &from.bare()).await {
                         Ok(Some(item)) if item.sub.state.from() => {}
                         Ok(_) => return Outcome::Pass,
@@ -977,4 +975,15 @@ impl Module for Pep {
             }
         }
     }
+}
+
+/// The caps of an available presence of non-negative priority: the only kind that makes an
+/// entity want notifications (XEP-0163 §4.2); any other presence ends its interest.
+fn usable_caps(presence: &Element) -> Option<CapsRef> {
+    let available = presence.attr("type").is_none();
+    let priority = presence
+        .get_child("priority", ns::CLIENT)
+        .and_then(|p| p.text().trim().parse::<i8>().ok())
+        .unwrap_or(0);
+    CapsRef::of(presence).filter(|_| available && priority >= 0)
 }

@@ -6,8 +6,19 @@
 //! version. The locks are `tokio` mutexes striped by a hash of the bare JID: they are held
 //! across the storage awaits on purpose (that is what makes the update atomic) but never
 //! across routing, and never two at once, so they cannot deadlock.
+//!
+//! Presence broadcasts read the sender's roster on every status change. When storage is
+//! private to this node ([`starling_storage::Storage::shared`] is false: SQLite), the rosters
+//! of users who changed status while online are kept in memory ([`RosterStore::for_presence`]).
+//! Every write here drops the user's copy, and a read that raced a write is not kept, so a
+//! copy is never older than the last change made by this process. A user's copy goes when
+//! their last session ends. Other writers are not seen: `starling user del` on a running
+//! server leaves an online user's copy until that user logs out. With shared storage
+//! (PostgreSQL, where other nodes write) nothing is kept.
 
+use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use starling_core::Server;
 use starling_proto::jid::Jid;
@@ -20,6 +31,8 @@ use super::item::{RosterItem, STORE};
 pub const VERSION_STORE: &str = "roster-version";
 /// Lock stripes; a power of two is not required.
 const STRIPES: usize = 64;
+/// Most rosters kept in memory for presence (DESIGN principle 3); past it, storage answers.
+const MAX_CACHED: usize = 100_000;
 
 /// Limits on what one user may store (DESIGN principle 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +66,15 @@ pub struct RosterStore {
     limits: RosterLimits,
     stripes: Box<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
+    cache: parking_lot::Mutex<Cache>,
+}
+
+/// Rosters kept for presence broadcasts (see the module docs).
+#[derive(Default)]
+struct Cache {
+    rosters: HashMap<Jid, Arc<[RosterItem]>>,
+    /// Counts the writes; a read that saw another count may predate one and is not kept.
+    changes: u64,
 }
 
 fn split(user: &Jid) -> (&str, &str) {
@@ -66,6 +88,7 @@ impl RosterStore {
             limits,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
+            cache: parking_lot::Mutex::new(Cache::default()),
         }
     }
 
@@ -96,6 +119,68 @@ impl RosterStore {
             .collect())
     }
 
+    /// `user`'s roster for a presence broadcast: the copy in memory if there is one, else
+    /// storage's. With `keep`, storage's answer is kept when storage is private to this
+    /// node and `user` has a session here (the status changes of online users are the hot
+    /// path; a login or logout does not fill the cache).
+    pub async fn for_presence(
+        &self,
+        server: &Server,
+        user: &Jid,
+        keep: bool,
+    ) -> Result<Arc<[RosterItem]>, StorageError> {
+        let seen = {
+            let cache = self.cache.lock();
+            if let Some(items) = cache.rosters.get(user) {
+                return Ok(items.clone());
+            }
+            cache.changes
+        };
+        let items: Arc<[RosterItem]> = self.all(server, user).await?.into();
+        if keep
+            && !server.storage().shared()
+            && server.router().with_resources(user, |r| !r.is_empty())
+        {
+            let mut cache = self.cache.lock();
+            if cache.changes == seen && cache.rosters.len() < MAX_CACHED {
+                cache.rosters.insert(user.clone(), items.clone());
+            }
+        }
+        Ok(items)
+    }
+
+    /// `user`'s entry for `contact` for presence handling: from the copy in memory when there
+    /// is one (see [`Self::for_presence`]), else from storage.
+    pub async fn get_for_presence(
+        &self,
+        server: &Server,
+        user: &Jid,
+        contact: &Jid,
+    ) -> Result<Option<RosterItem>, StorageError> {
+        let cached = self.cache.lock().rosters.get(user).cloned();
+        match cached {
+            Some(items) => Ok(items.iter().find(|i| i.jid == *contact).cloned()),
+            None => self.get(server, user, contact).await,
+        }
+    }
+
+    /// Drops the copy of `user`'s roster kept for presence (their last session ended).
+    pub fn forget(&self, user: &Jid) {
+        self.cache.lock().rosters.remove(user);
+    }
+
+    /// How many rosters are kept for presence (for tests and metrics).
+    pub fn cached(&self) -> usize {
+        self.cache.lock().rosters.len()
+    }
+
+    /// A write to `user`'s roster happened (or may have): their copy is stale.
+    fn changed(&self, user: &Jid) {
+        let mut cache = self.cache.lock();
+        cache.rosters.remove(user);
+        cache.changes += 1;
+    }
+
     /// `user`'s entry for `contact`.
     pub async fn get(
         &self,
@@ -119,7 +204,7 @@ impl RosterStore {
         item: &RosterItem,
     ) -> Result<(), StorageError> {
         let (domain, node) = split(user);
-        if item.is_empty() {
+        let written = if item.is_empty() {
             server
                 .storage()
                 .map_delete(domain, node, STORE, item.jid.as_str())
@@ -129,7 +214,9 @@ impl RosterStore {
                 .storage()
                 .map_set(domain, node, STORE, item.jid.as_str(), &item.encode())
                 .await
-        }
+        };
+        self.changed(user);
+        written
     }
 
     /// Deletes `user`'s entry for `contact`. Call under [`Self::lock`].
@@ -140,10 +227,12 @@ impl RosterStore {
         contact: &Jid,
     ) -> Result<(), StorageError> {
         let (domain, node) = split(user);
-        server
+        let written = server
             .storage()
             .map_delete(domain, node, STORE, contact.as_str())
-            .await
+            .await;
+        self.changed(user);
+        written
     }
 
     /// The current roster version of `user` (0 for a roster never changed).
