@@ -136,3 +136,55 @@ async fn last_activity_of_the_server_and_of_accounts() {
         Some("item-not-found")
     );
 }
+
+/// Every way of going offline is recorded, once: a session that never sent presence (the
+/// record happens at its end), and an available session that just closes (the server's
+/// unavailable broadcast records it).
+#[tokio::test]
+async fn every_logout_is_recorded() {
+    let server = TestServer::start().await;
+    server.add_user("alice", "pw-a").await;
+    server.add_user("bob", "pw-b").await;
+    let storage = server.server().storage().clone();
+    let stored = |user: &'static str| {
+        let storage = storage.clone();
+        async move {
+            storage
+                .kv_get("localhost", user, "last")
+                .await
+                .unwrap()
+                .map(|b| String::from_utf8(b).unwrap())
+        }
+    };
+    // The record is written by the session's end, which may finish just after unbinding.
+    let recorded = |user: &'static str| async move {
+        for _ in 0..100 {
+            if let Some(r) = stored(user).await {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{user}'s logout was not recorded");
+    };
+
+    // alice never sends presence.
+    let mut alice = server.login("alice", "pw-a", "phone").await;
+    let full = alice.jid.clone().unwrap();
+    assert_eq!(stored("alice").await, None);
+    alice.close().await;
+    server.wait_unbound(&full).await;
+    let record = recorded("alice").await;
+    assert!(
+        record.contains(" at='") || record.contains(" at=\""),
+        "{record}"
+    );
+
+    // bob is available and just closes the connection.
+    let mut bob = server.login("bob", "pw-b", "laptop").await;
+    bob.available().await;
+    let full = bob.jid.clone().unwrap();
+    bob.close().await;
+    server.wait_unbound(&full).await;
+    let record = recorded("bob").await;
+    assert!(!record.contains("</last>"), "no status: {record}");
+}

@@ -9,8 +9,10 @@
 //! - Queries to a full JID reach the client itself (the router delivers them), per §4.
 //!
 //! "Went offline" is recorded when the user's last available resource sends unavailable
-//! presence and when the user's last session ends, in the key-value store `last` as
-//! `<last xmlns='urn:starling:last:0' at='epoch-ms'>status</last>`.
+//! presence (also the one the server sends for a session that ends while available), and
+//! when the user's last session ends without that having happened (a session that never
+//! sent presence), in the key-value store `last` as
+//! `<last xmlns='urn:starling:last:0' at='epoch-ms'>status</last>`: one write per logout.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -41,9 +43,10 @@ const NS_STORED: &str = "urn:starling:last:0";
 pub struct LastActivity {
     /// When the server started (the module is built at start), for uptime queries.
     started: Instant,
-    /// Status text of each user's most recent unavailable presence, kept until the last
-    /// session ends and the logout is recorded with it.
-    status: Mutex<HashMap<Jid, String>>,
+    /// Status text of each user's most recent unavailable presence, and whether it was
+    /// recorded (the user's last available resource sent it), kept until the last session
+    /// ends.
+    status: Mutex<HashMap<Jid, (String, bool)>>,
 }
 
 impl Default for LastActivity {
@@ -188,10 +191,12 @@ impl Module for LastActivity {
             .get_child("status", ns::CLIENT)
             .map(|s| s.text())
             .unwrap_or_default();
-        self.status.lock().insert(user.clone(), status.clone());
         let still_available = server
             .router()
             .with_resources(&user, |l| l.iter().any(|r| r.available));
+        self.status
+            .lock()
+            .insert(user.clone(), (status.clone(), !still_available));
         if !still_available {
             self.record(server, &user, &status).await;
         }
@@ -204,8 +209,10 @@ impl Module for LastActivity {
         };
         let user = full.bare();
         if server.router().resources(&user).is_empty() {
-            let status = self.status.lock().remove(&user).unwrap_or_default();
-            self.record(server, &user, &status).await;
+            let (status, recorded) = self.status.lock().remove(&user).unwrap_or_default();
+            if !recorded {
+                self.record(server, &user, &status).await;
+            }
         }
     }
 }
