@@ -348,7 +348,16 @@ impl Privacy {
     // ---- hooks ----
 
     async fn on_outbound(&self, server: &Server, stanza: &Element) -> Outcome {
-        let (Some(from), Some(to)) = (from_jid(stanza), to_jid(stanza)) else {
+        // These hooks run for every stanza; most users have no lists, which the cache answers
+        // before the other address is parsed (JID parsing was most of this module's 7.7% of
+        // the server's CPU in `bench chat`, perf).
+        let Some(from) = from_jid(stanza) else {
+            return Outcome::Pass;
+        };
+        if self.has_no_lists(&from.bare()) {
+            return Outcome::Pass;
+        }
+        let Some(to) = to_jid(stanza) else {
             return Outcome::Pass;
         };
         let Decision::Deny { blocked } = self.outbound_decision(server, &from, stanza, &to).await
@@ -382,14 +391,22 @@ impl Privacy {
     }
 
     async fn on_account(&self, server: &Server, stanza: &Element) -> Outcome {
-        let (Some(from), Some(to)) = (from_jid(stanza), to_jid(stanza)) else {
+        let Some(to) = to_jid(stanza) else {
             return Outcome::Pass;
         };
         let user = to.bare();
+        let no_lists = self.has_no_lists(&user);
+        // Only presence has a sender's side to check below.
+        if no_lists && stanza.name() != "presence" {
+            return Outcome::Pass;
+        }
+        let Some(from) = from_jid(stanza) else {
+            return Outcome::Pass;
+        };
         if exempt(&user, &from) {
             return Outcome::Pass;
         }
-        if !self.has_no_lists(&user) {
+        if !no_lists {
             if let Some(outcome) = self.recipient_denies(server, stanza, &user, &from).await {
                 return outcome;
             }
@@ -473,10 +490,13 @@ impl Privacy {
     }
 
     async fn on_delivery(&self, server: &Server, stanza: &Element, session: &Jid) -> Outcome {
+        let user = session.bare();
+        if stanza.name() != "presence" && self.has_no_lists(&user) {
+            return Outcome::Pass;
+        }
         let Some(from) = from_jid(stanza) else {
             return Outcome::Pass;
         };
-        let user = session.bare();
         if exempt(&user, &from) {
             return Outcome::Pass;
         }
