@@ -49,7 +49,8 @@ ROWS = {
         ("server RSS with sessions", "rss_after_kib", "KiB", None),
         ("RSS per session", "bytes_per_session", "KiB/session", "lower"),
     ],
-    "chat": [("delivered/s", "messages_per_sec", "", "higher")] + LAT
+    "chat": [("offered/s (paced)", "offered_per_sec", "", None),
+             ("delivered/s", "messages_per_sec", "", "higher")] + LAT
     + [("delivered", "delivered", "", None)] + LOSS,
     "presence": [("presences delivered/s", "presences_per_sec", "", "higher")] + LAT[:2]
     + [
@@ -105,6 +106,10 @@ SCENARIO_TEXT = {
     "the first idle run.",
     "chat": "P sender/receiver pairs, each sender with at most W messages in flight.",
     "chat-w1": "The same pairs with one message in flight each: latency at a lighter load.",
+    "chat-half": "The same pairs and window, the senders paced (`--rate`) to half of Starling's "
+    "`chat` figure in all, the same offered load for every server: latency at a fixed load "
+    "(issue 7: p99 under 2 ms at half of the peak rate). A server that cannot keep up "
+    "delivers less than offered.",
     "presence": "Groups of K+1 mutual contacts (subscriptions made first), all log in, then "
     "each changes status, with a bounded number of changes not yet seen by all its contacts.",
     "archive": "`chat` with MAM on (every server restarted with MAM archiving everything), "
@@ -191,7 +196,7 @@ def main():
     for _, label in runs:
         if label not in labels:
             labels.append(label)
-    order = ["login", "login-cached", "idle", "idle-max", "chat", "chat-w1"]
+    order = ["login", "login-cached", "idle", "idle-max", "chat", "chat-half", "chat-w1"]
     labels.sort(key=lambda l: (order.index(l) if l in order else len(order), l))
 
     out = []
@@ -340,11 +345,17 @@ def targets(runs):
         rows.append([f"chat >= 25% of the {TITLES[relay]}'s messages/s",
                      f"{share * 100:.1f}% ({s_chat:,.0f} of {relay_chat:,.0f}/s)" if share else "-",
                      verdict(None if share is None else share >= 0.25)])
-    p99, rate = v("starling", "chat-w1", "p99_us"), v("starling", "chat-w1", "messages_per_sec")
-    light = rate is not None and s_chat and rate <= 0.5 * s_chat
-    rows.append(["chat p99 < 2 ms at half of the peak rate (measured with one message in flight per pair)",
-                 f"p99 {p99 / 1000:.3f} ms at {rate:,.0f}/s ({rate / s_chat * 100:.0f}% of peak)" if p99 is not None and rate and s_chat else "-",
-                 verdict(None if p99 is None or not light else p99 < 2000)])
+    p99, rate = v("starling", "chat-half", "p99_us"), v("starling", "chat-half", "messages_per_sec")
+    offered = v("starling", "chat-half", "offered_per_sec")
+    # Met only when the paced run kept up with the offered half of the peak.
+    kept_up = rate is not None and offered and s_chat and rate >= 0.98 * offered and offered <= 0.5 * s_chat * 1.01
+    rows.append(["chat p99 < 2 ms at half of the peak rate (`chat-half`: senders paced to half of `chat`)",
+                 f"p99 {p99 / 1000:.3f} ms at {rate:,.0f}/s delivered of {offered:,}/s offered ({offered / s_chat * 100:.0f}% of peak)" if p99 is not None and rate and offered and s_chat else "-",
+                 verdict(None if p99 is None or not offered else (kept_up and p99 < 2000))])
+    p99w, ratew = v("starling", "chat-w1", "p99_us"), v("starling", "chat-w1", "messages_per_sec")
+    if p99w is not None and ratew and s_chat:
+        rows.append(["(for comparison) chat p99 with one message in flight per pair",
+                     f"p99 {p99w / 1000:.3f} ms at {ratew:,.0f}/s ({ratew / s_chat * 100:.0f}% of peak)", "-"])
     per, n = v("starling", "idle", "bytes_per_session"), v("starling", "idle", "sessions")
     rows.append(["idle <= 10 KiB per authenticated TLS session at 10,000 sessions",
                  f"{per / 1024:.1f} KiB at {n:,} sessions" if per is not None else "-",

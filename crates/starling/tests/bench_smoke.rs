@@ -45,7 +45,7 @@ async fn chat_login_idle_and_churn_scenarios_run() {
     let (running, mut opts, _dir) = server(&[("bench", 4)]).await;
 
     opts.duration = Duration::from_secs(2);
-    let chat = bench::chat(&opts, 2, 16, 100_000).await.unwrap();
+    let chat = bench::chat(&opts, 2, 16, 100_000, None).await.unwrap();
     println!("{chat:?}");
     assert!(chat.delivered > 0, "{chat:?}");
     assert_eq!(chat.lost, 0, "{chat:?}");
@@ -61,6 +61,18 @@ async fn chat_login_idle_and_churn_scenarios_run() {
             && line.contains(" lost=0 "),
         "{line}"
     );
+
+    // Paced: 400 messages/s over two senders for 2 s is 2 x 401 messages due (the first of
+    // each at once), where the unpaced run above sends thousands.
+    let paced = bench::chat(&opts, 2, 64, 100_000, Some(400)).await.unwrap();
+    println!("{paced:?}");
+    assert!((700..=802).contains(&paced.sent), "{paced:?}");
+    assert_eq!(paced.sent, paced.delivered, "{paced:?}");
+    assert_eq!((paced.lost, paced.duplicated, paced.reordered), (0, 0, 0));
+    assert!(chat.sent > 2 * paced.sent, "{chat:?} vs {paced:?}");
+    let line = paced.summary().result_line("chat");
+    assert!(line.contains(" offered_per_sec=400 "), "{line}");
+    assert!(bench::chat(&opts, 2, 64, 100, Some(0)).await.is_err());
 
     let login = bench::login(&opts).await.unwrap();
     println!("{login:?}");
@@ -107,7 +119,7 @@ async fn chat_login_idle_and_churn_scenarios_run() {
     let mut remote = opts.clone();
     remote.server = "192.0.2.1:5222".parse().unwrap();
     assert!(bench::login(&remote).await.is_err());
-    assert!(bench::chat(&remote, 1, 1, 1).await.is_err());
+    assert!(bench::chat(&remote, 1, 1, 1, None).await.is_err());
 
     running.shutdown().await;
 }

@@ -110,7 +110,7 @@ pub async fn archive(
     if page_size == 0 || max_queries == 0 {
         return Err("page size and max queries must be at least 1".into());
     }
-    let chat_report = chat(opts, pairs, window, max_messages).await?;
+    let chat_report = chat(opts, pairs, window, max_messages, None).await?;
     let clients = open_all(opts, 0..2 * pairs).await?;
     let base = Instant::now();
     let deadline = base + opts.duration;

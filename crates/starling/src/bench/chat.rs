@@ -2,6 +2,12 @@
 //! messages in flight; the body carries a sequence number and a send timestamp; the receiver
 //! checks order -> delivered/s, p50/p99/p999 latency, lost/duplicated/reordered.
 //!
+//! With `--rate R` the senders are paced: R messages/s in all, shared evenly, each sender
+//! writing message `seq` when it falls due at `seq / (R / P)` seconds after the start (an
+//! open-loop schedule: a late sender catches up at once rather than shifting the rest), and
+//! still never more than the window in flight. This measures latency at a fixed offered
+//! load, such as half of a server's peak (issue 7: p99 under 2 ms at half the peak rate).
+//!
 //! The pair bookkeeping ([`PairState`], [`SeqTally`]) and the report are shared with `relay`,
 //! which drives the same pairs, window and message bytes through a byte relay, and with
 //! `archive` and `churn`, which run `chat` as a phase.
@@ -34,6 +40,8 @@ pub struct ChatReport {
     pub elapsed: Duration,
     pub messages_per_sec: f64,
     pub latency: Percentiles,
+    /// The offered load in messages/s when the senders were paced (`--rate`).
+    pub offered_per_sec: Option<u64>,
 }
 
 impl ChatReport {
@@ -45,6 +53,10 @@ impl ChatReport {
             .line("delivered", self.delivered)
             .line("elapsed", format!("{:.3} s", self.elapsed.as_secs_f64()))
             .line("delivered/s", format!("{:.1}", self.messages_per_sec));
+        if let Some(offered) = self.offered_per_sec {
+            s.line("offered/s", offered)
+                .field("offered_per_sec", offered);
+        }
         s.field("pairs", self.pairs)
             .field("window", self.window)
             .field("sent", self.sent)
@@ -66,6 +78,40 @@ impl ChatReport {
             .field("errors", self.errors);
         s
     }
+}
+
+/// An open-loop send schedule for one sender: message `seq` falls due `seq / per_sec`
+/// seconds after the start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pace {
+    per_sec: f64,
+}
+
+impl Pace {
+    /// `total` messages/s shared evenly by `senders`.
+    pub fn shared(total: u64, senders: usize) -> Pace {
+        Pace {
+            per_sec: total as f64 / senders.max(1) as f64,
+        }
+    }
+
+    /// How many messages have fallen due `elapsed` after the start (message 0 at once).
+    pub fn due(&self, elapsed: Duration) -> u64 {
+        (elapsed.as_secs_f64() * self.per_sec) as u64 + 1
+    }
+
+    /// When message `seq` falls due, from the start.
+    pub fn at(&self, seq: u64) -> Duration {
+        Duration::from_secs_f64(seq as f64 / self.per_sec)
+    }
+}
+
+/// What bounds one sender: messages in flight, messages in all, and the schedule if paced.
+#[derive(Debug, Clone, Copy)]
+struct SendBounds {
+    window: u64,
+    max_messages: u64,
+    pace: Option<Pace>,
 }
 
 /// Shared between one pair's sender and receiver (same process, so no clock skew).
@@ -210,6 +256,7 @@ pub(crate) fn report(
         elapsed: Duration::ZERO,
         messages_per_sec: 0.0,
         latency: Percentiles::default(),
+        offered_per_sec: None,
     };
     let mut latencies = Vec::new();
     let mut last = base;
@@ -250,14 +297,24 @@ pub(crate) fn check_pairs(
 }
 
 /// `pairs` pairs exchange messages for the duration (or `max_messages` per sender), each
-/// sender with at most `window` messages not yet received.
+/// sender with at most `window` messages not yet received, and paced to `rate` messages/s
+/// in all when given.
 pub async fn chat(
     opts: &BenchOptions,
     pairs: usize,
     window: u64,
     max_messages: u64,
+    rate: Option<u64>,
 ) -> Result<ChatReport, String> {
     check_pairs(opts, pairs, window, max_messages)?;
+    if rate == Some(0) {
+        return Err("--rate must be at least 1".into());
+    }
+    let bounds = SendBounds {
+        window,
+        max_messages,
+        pace: rate.map(|r| Pace::shared(r, pairs)),
+    };
     let (clients, failed, first_error) = open_many(opts, 0..2 * pairs).await?;
     if failed > 0 {
         close_all(clients, opts.concurrency).await;
@@ -274,25 +331,19 @@ pub async fn chat(
     while let (Some(sender), Some(receiver)) = (it.next(), it.next()) {
         let state = Arc::new(PairState::default());
         let to = receiver.jid().as_str().to_owned();
-        senders.spawn(send_loop(
-            sender,
-            to,
-            state.clone(),
-            base,
-            deadline,
-            window,
-            max_messages,
-        ));
+        senders.spawn(send_loop(sender, to, state.clone(), base, deadline, bounds));
         receivers.spawn(receive_loop(receiver, state, base, deadline + DRAIN));
     }
-    collect(
+    let mut report = collect(
         ("chat", "stream"),
         senders,
         receivers,
         (pairs, window),
         base,
     )
-    .await
+    .await?;
+    report.offered_per_sec = rate;
+    Ok(report)
 }
 
 /// Waits for the pairs' senders (messages written, or with the error that stopped them) and
@@ -340,13 +391,19 @@ async fn send_loop(
     state: Arc<PairState>,
     base: Instant,
     deadline: Instant,
-    window: u64,
-    max_messages: u64,
+    bounds: SendBounds,
 ) -> Result<u64, (u64, String)> {
+    let SendBounds {
+        window,
+        max_messages,
+        pace,
+    } = bounds;
     let mut seq = 0u64;
     let mut outcome = Ok(());
     while seq < max_messages && Instant::now() < deadline {
-        let room = state.room_for(seq, window, max_messages);
+        let window_room = state.room_for(seq, window, max_messages);
+        let due = pace.map_or(u64::MAX, |p| p.due(base.elapsed()).saturating_sub(seq));
+        let room = window_room.min(due);
         if room > 0 {
             for _ in 0..room {
                 let body = format!("{seq} {}", micros(base.elapsed()));
@@ -360,6 +417,11 @@ async fn send_loop(
             }
             continue;
         }
+        // Waiting for the window, or (when it has room) for the next message to fall due.
+        let wake = match pace {
+            Some(p) if window_room > 0 => deadline.min(base + p.at(seq)),
+            _ => deadline,
+        };
         tokio::select! {
             _ = state.room.notified() => {}
             r = client.recv() => {
@@ -369,7 +431,7 @@ async fn send_loop(
                     break;
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
     state.finish(seq);
@@ -434,5 +496,21 @@ mod tests {
         assert_eq!(b.mark(130), Mark::Duplicate);
         assert_eq!(b.mark(0), Mark::Duplicate);
         assert_eq!(b.mark(131), Mark::New { reordered: false });
+    }
+
+    #[test]
+    fn a_pace_spreads_the_rate_over_the_senders() {
+        // 1,000 messages/s over 4 senders: each has one due every 4 ms.
+        let p = Pace::shared(1000, 4);
+        assert_eq!(p.due(Duration::ZERO), 1);
+        assert_eq!(p.due(Duration::from_micros(3_999)), 1);
+        assert_eq!(p.due(Duration::from_millis(4)), 2);
+        assert_eq!(p.due(Duration::from_secs(1)), 251);
+        assert_eq!(p.at(0), Duration::ZERO);
+        assert_eq!(p.at(250), Duration::from_secs(1));
+        // Every message is due no later than `at` says.
+        for seq in [1, 7, 100, 12_345] {
+            assert!(p.due(p.at(seq)) > seq, "message {seq}");
+        }
     }
 }

@@ -105,12 +105,12 @@ pub async fn churn(
     if login_count == 0 {
         return Err("logins must be at least 1".into());
     }
-    let before = chat(opts, pairs, window, max_messages).await?;
+    let before = chat(opts, pairs, window, max_messages, None).await?;
     let logins = logins(opts, login_count).await?;
     if let Some(e) = &logins.first_error {
         eprintln!("bench churn: first login failure: {e}");
     }
-    let after = chat(opts, pairs, window, max_messages).await?;
+    let after = chat(opts, pairs, window, max_messages, None).await?;
     let ratio = if before.messages_per_sec > 0.0 {
         after.messages_per_sec / before.messages_per_sec
     } else {

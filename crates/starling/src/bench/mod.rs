@@ -12,9 +12,11 @@
 //! - `login`: N accounts log in once each (TLS, SASL, bind, presence, ping round trip), at
 //!   most `--concurrency` at a time -> logins/s, p50/p99 login time.
 //! - `idle`: N sessions held for `--duration` -> server RSS per session (`--server-pid`).
-//! - `chat --pairs P --window W --max-messages M`: `{prefix}{2i}` sends to `{prefix}{2i+1}`,
+//! - `chat --pairs P --window W --max-messages M [--rate R]`: `{prefix}{2i}` sends to `{prefix}{2i+1}`,
 //!   at most W messages in flight per sender; bodies are `SEQ MICROS` -> delivered/s,
-//!   p50/p99/p999 latency, lost/duplicated/reordered (all must be 0).
+//!   p50/p99/p999 latency, lost/duplicated/reordered (all must be 0). `--rate R` paces the
+//!   senders to R messages/s in all (latency at a fixed offered load; RESULT adds
+//!   `offered_per_sec`).
 //! - `presence --contacts K --window W --max-changes M`: accounts in groups of K+1, every
 //!   member a contact of every other (subscription `both`, made in a setup phase with
 //!   `subscribe`/`subscribed` that re-runs skip once the rosters are complete). All log in
@@ -157,6 +159,10 @@ enum Scenario {
         common: CommonArgs,
         #[command(flatten)]
         pairs: PairArgs,
+        /// Pace the senders: this many messages/s in all, shared evenly (default: as fast
+        /// as the window allows).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+        rate: Option<u64>,
     },
     /// Groups of K+1 mutual contacts log in and change status: presences delivered/s.
     Presence {
@@ -588,8 +594,8 @@ pub async fn run(args: BenchArgs, config: Config) -> Result<(), String> {
             }
             ("idle", r.summary())
         }
-        Scenario::Chat { pairs: p, .. } => {
-            let r = chat(&opts, p.pairs, p.window, p.max_messages).await?;
+        Scenario::Chat { pairs: p, rate, .. } => {
+            let r = chat(&opts, p.pairs, p.window, p.max_messages, *rate).await?;
             ("chat", r.summary())
         }
         Scenario::Presence {
