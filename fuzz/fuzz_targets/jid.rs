@@ -1,6 +1,7 @@
 //! Fuzz target for `starling_proto::jid` (RFC 7622): any string must parse or fail without
 //! panicking; a parsed JID must be stable (its text parses back to an equal JID), its bare
-//! form and parts must parse too, and the PRECIS preparations must be idempotent.
+//! form and parts must parse too, the PRECIS preparations must be idempotent, and the
+//! one-pass `Jid::parse` must agree with `Jid::parse_full`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
+    // The one-pass path gives what the full preparation gives.
+    assert_eq!(Jid::parse(s).ok(), Jid::parse_full(s).ok(), "{s:?}");
     if let Ok(j) = Jid::parse(s) {
         let again = Jid::parse(j.as_str()).expect("a prepared JID parses again");
         assert_eq!(again, j);

@@ -77,6 +77,15 @@ impl Jid {
     /// Parses and normalises an address (RFC 7622 §3.1 splitting order: resource first,
     /// then localpart).
     pub fn parse(s: &str) -> Result<Jid, JidError> {
+        match Jid::parse_plain(s) {
+            Some(j) => Ok(j),
+            None => Jid::parse_full(s),
+        }
+    }
+
+    /// [`Jid::parse`] always through the full preparation of each part: the reference the
+    /// one-pass path is tested and fuzzed against.
+    pub fn parse_full(s: &str) -> Result<Jid, JidError> {
         let (rest, resource) = match s.find('/') {
             Some(i) => (&s[..i], Some(&s[i + 1..])),
             None => (s, None),
@@ -86,6 +95,68 @@ impl Jid {
             None => (None, rest),
         };
         Jid::new(node, domain, resource)
+    }
+
+    /// The common address in one pass and one allocation, or `None` for the full path: a
+    /// localpart of printable ASCII without the RFC 7622 §3.3.1 bans, a domainpart of
+    /// letters, digits and hyphens in non-empty labels (at least one letter, so never an IP
+    /// address; no "xn--" label; no final dot), a resourcepart of printable ASCII or space,
+    /// each within 1023 octets. For those the full preparation is ASCII lowercasing of the
+    /// localpart and domainpart and nothing for the resourcepart (the per-part fast paths
+    /// below say why), so the result is the same (a test and the `jid` fuzz target compare
+    /// the two). Every routed stanza's addresses are parsed several times, and the four
+    /// allocations of the full path were most of the cost.
+    fn parse_plain(s: &str) -> Option<Jid> {
+        let (rest, resource) = match s.find('/') {
+            Some(i) => (&s[..i], Some(&s[i + 1..])),
+            None => (s, None),
+        };
+        let (node, domain) = match rest.find('@') {
+            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
+            None => (None, rest),
+        };
+        if let Some(n) = node {
+            let plain = n
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && !b"\"&'/:<>@".contains(&b));
+            if n.is_empty() || n.len() > MAX_PART_BYTES || !plain {
+                return None;
+            }
+        }
+        if domain.is_empty() || domain.len() > MAX_PART_BYTES {
+            return None;
+        }
+        let mut letter = false;
+        for label in domain.split('.') {
+            let plain = label.bytes().all(|b| {
+                letter |= b.is_ascii_alphabetic();
+                b.is_ascii_alphanumeric() || b == b'-'
+            });
+            if label.is_empty()
+                || !plain
+                || (label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
+            {
+                return None;
+            }
+        }
+        if !letter {
+            return None;
+        }
+        if let Some(r) = resource {
+            if r.is_empty()
+                || r.len() > MAX_PART_BYTES
+                || !r.bytes().all(|b| (0x20..=0x7e).contains(&b))
+            {
+                return None;
+            }
+        }
+        let mut text = String::from(s);
+        text[..rest.len()].make_ascii_lowercase();
+        Some(Jid {
+            text: text.into_boxed_str(),
+            node_len: node.map_or(0, str::len) as u16,
+            domain_end: rest.len() as u16,
+        })
     }
 
     /// Builds an address from its parts, preparing each one. `Some("")` is an error.
@@ -496,6 +567,112 @@ mod tests {
         );
         assert_eq!(Jid::new(Some(""), "b", None), Err(JidError::EmptyLocalpart));
         assert!(j.with_resource("").is_err());
+    }
+
+    #[test]
+    fn the_one_pass_parse_agrees_with_the_full_path() {
+        // Localparts, domainparts and resourceparts with the edge cases of each (case,
+        // bans, dots, IP-like and "xn--" domains, spaces, lengths at and over the limit),
+        // joined every way: where the one-pass path answers, the full path must agree.
+        let long = "a".repeat(MAX_PART_BYTES);
+        let over = "a".repeat(MAX_PART_BYTES + 1);
+        let nodes = [
+            None,
+            Some("alice"),
+            Some("Alice"),
+            Some("a.b-c_d~1"),
+            Some(""),
+            Some("a b"),
+            Some("a:b"),
+            Some("a&b"),
+            Some("\"q\""),
+            Some("<x>"),
+            Some("caf\u{e9}"),
+            Some(long.as_str()),
+            Some(over.as_str()),
+        ];
+        let mut domains = vec![
+            "localhost".to_owned(),
+            "Example.COM".to_owned(),
+            "a-b.c0".to_owned(),
+            "-a.b".to_owned(),
+            "a-.b".to_owned(),
+            "a..b".to_owned(),
+            ".a".to_owned(),
+            "a.".to_owned(),
+            "a..".to_owned(),
+            "1.2.3.4".to_owned(),
+            "01.2.3.4".to_owned(),
+            "1.2.3.4a".to_owned(),
+            "123".to_owned(),
+            "[::1]".to_owned(),
+            "xn--bcher-kva.example".to_owned(),
+            "a.XN--b".to_owned(),
+            "b\u{fc}cher.example".to_owned(),
+            "a_b.c".to_owned(),
+            "a b".to_owned(),
+            String::new(),
+            format!("{}.b", "a".repeat(MAX_PART_BYTES - 2)),
+            format!("{}.b", "a".repeat(MAX_PART_BYTES - 1)),
+        ];
+        let alphabet = ['a', 'Z', '0', '-', '.', '_', 'x', 'n'];
+        for a in alphabet {
+            for b in alphabet {
+                for c in alphabet {
+                    domains.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        let resources = [
+            None,
+            Some("phone"),
+            Some("Phone 2"),
+            Some(""),
+            Some(" "),
+            Some("a/b@c"),
+            Some("t\u{e9}l"),
+            Some("\t"),
+            Some(long.as_str()),
+            Some(over.as_str()),
+        ];
+        let mut answered = 0;
+        for node in nodes {
+            for domain in &domains {
+                for resource in resources {
+                    let mut s = String::new();
+                    if let Some(n) = node {
+                        s.push_str(n);
+                        s.push('@');
+                    }
+                    s.push_str(domain);
+                    if let Some(r) = resource {
+                        s.push('/');
+                        s.push_str(r);
+                    }
+                    if let Some(fast) = Jid::parse_plain(&s) {
+                        answered += 1;
+                        let full = Jid::parse_full(&s).expect(&s);
+                        assert_eq!(full, fast, "{s:?}");
+                        assert_eq!(
+                            (fast.node(), fast.domain(), fast.resource()),
+                            (full.node(), full.domain(), full.resource()),
+                            "{s:?}"
+                        );
+                    }
+                    assert_eq!(Jid::parse(&s).ok(), Jid::parse_full(&s).ok(), "{s:?}");
+                }
+            }
+        }
+        // The one-pass path is the common case, not a corner.
+        assert!(answered > 5_000, "{answered}");
+        assert_eq!(
+            Jid::parse_plain("Alice@Example.COM/Phone 2")
+                .unwrap()
+                .as_str(),
+            "alice@example.com/Phone 2"
+        );
+        assert!(Jid::parse_plain("1.2.3.4").is_none());
+        assert!(Jid::parse_plain("a.").is_none());
     }
 
     #[test]
