@@ -98,7 +98,8 @@ impl Module for StanzaIds {
         _hook: Hook,
         _ctx: HookContext<'_>,
     ) -> Outcome {
-        if stanza.name() != "message" {
+        // Nearly every message carries no stanza id: nothing to strip, no address to parse.
+        if stanza.name() != "message" || !stanza.children().any(|c| c.is("stanza-id", NS_SID)) {
             return Outcome::Pass;
         }
         let Some(sender) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
