@@ -8,6 +8,7 @@
 //! restart (CVE-2018-10847), stanzas before authentication close the stream, PLAIN is never
 //! offered without TLS, and the number of failed SASL attempts per stream is capped.
 
+use starling_proto::Attr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -527,7 +528,7 @@ impl Negotiation {
             self.sasl_failed(Failure::EncryptionRequired).await?;
             return Ok(false);
         }
-        let requested = auth.attr("mechanism").and_then(Mechanism::from_name);
+        let requested = auth.attribute("mechanism").and_then(Mechanism::from_name);
         if !self.is_tls() && matches!(requested, Some(m) if m == Mechanism::Plain || m.is_plus()) {
             // Known, but only usable inside TLS (RFC 6120 §6.5.4).
             self.sasl_failed(Failure::EncryptionRequired).await?;
@@ -730,8 +731,8 @@ impl Negotiation {
     /// stream; Ok(false) = `<failed/>` was sent and negotiation continues (the client may bind).
     async fn resume(&mut self, el: &Element) -> Result<bool, End> {
         let user = self.user.clone().expect("authenticated");
-        let previd = el.attr("previd").unwrap_or_default().to_owned();
-        let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+        let previd = el.attribute("previd").unwrap_or_default().to_owned();
+        let Some(h) = el.attribute("h").and_then(|h| h.parse::<u32>().ok()) else {
             self.send_raw(&failed_xml("bad-request", None)).await?;
             return Ok(false);
         };
@@ -775,7 +776,7 @@ impl Negotiation {
     async fn bind(&mut self, iq: &Element) -> Result<Option<Bound>, End> {
         let Some(bind) = iq
             .get_child("bind", ns::BIND)
-            .filter(|_| iq.attr("type") == Some("set"))
+            .filter(|_| iq.attribute("type") == Some("set"))
         else {
             return Err(serr(
                 SE::NotAuthorized,
@@ -837,7 +838,7 @@ impl Negotiation {
         }
         let result = Element::builder("iq", ns::CLIENT)
             .with_attr("type", "result")
-            .with_attr("id", iq.attr("id").unwrap_or_default())
+            .with_attr("id", iq.attribute("id").unwrap_or_default())
             .append(
                 Element::builder("bind", ns::BIND)
                     .append(Element::builder("jid", ns::BIND).append(full.as_str())),

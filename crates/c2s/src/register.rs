@@ -24,6 +24,7 @@
 //! ones), `conflict` for a taken username, else an empty result; the client then
 //! authenticates as usual. Error replies never echo the request: it holds a password.
 
+use starling_proto::Attr;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -130,7 +131,7 @@ impl Registration {
     pub(crate) async fn handle(&self, req: Request<'_>, iq: &Element) -> Element {
         let outcome = self.serve(req, iq).await;
         let mut reply = Element::builder("iq", ns::CLIENT)
-            .with_attr("id", iq.attr("id").unwrap_or_default())
+            .with_attr("id", iq.attribute("id").unwrap_or_default())
             .with_attr("type", if outcome.is_ok() { "result" } else { "error" })
             .build();
         match outcome {
@@ -153,7 +154,7 @@ impl Registration {
         let query = iq
             .get_child("query", NS_REGISTER)
             .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
-        match iq.attr("type") {
+        match iq.attribute("type") {
             Some("get") => return Ok(Some(form(config.policy))),
             Some("set") => {}
             _ => return Err(StanzaError::new(Cond::BadRequest)),
@@ -227,11 +228,11 @@ impl Fields {
     fn parse(query: &Element) -> Fields {
         if let Some(x) = query
             .get_child("x", NS_DATA)
-            .filter(|x| x.attr("type") == Some("submit"))
+            .filter(|x| x.attribute("type") == Some("submit"))
         {
             let value = |var: &str| {
                 x.children()
-                    .find(|f| f.is("field", NS_DATA) && f.attr("var") == Some(var))
+                    .find(|f| f.is("field", NS_DATA) && f.attribute("var") == Some(var))
                     .and_then(|f| f.get_child("value", NS_DATA))
                     .map(|v| v.text())
             };

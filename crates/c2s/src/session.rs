@@ -18,6 +18,7 @@
 //! never acknowledged is re-routed as if sent to an unavailable resource: another resource,
 //! offline storage, or an error to the sender. Never silently dropped.
 
+use starling_proto::Attr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,7 +315,7 @@ impl Session {
             }
             "a" => {
                 let sm = self.sm.as_mut()?;
-                let Some(h) = el.attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                let Some(h) = el.attribute("h").and_then(|h| h.parse::<u32>().ok()) else {
                     return Some(Exit::Error(StreamError::with_text(
                         SE::InvalidXml,
                         "<a/> needs an 'h' between 0 and 4294967295",
@@ -344,11 +345,11 @@ impl Session {
             return failed_xml("unexpected-request", None);
         }
         let configured = self.server.config().c2s.resume_timeout_secs;
-        let wants_resume = matches!(el.attr("resume"), Some("true" | "1"));
+        let wants_resume = matches!(el.attribute("resume"), Some("true" | "1"));
         if wants_resume && configured > 0 {
             // The client may ask for a shorter wait than ours, never a longer one.
             let max = el
-                .attr("max")
+                .attribute("max")
                 .and_then(|m| m.parse::<u64>().ok())
                 .filter(|&m| m > 0)
                 .map_or(configured, |m| m.min(configured));
@@ -533,7 +534,7 @@ async fn inbound(
         ));
     }
     // RFC 6120 §8.1.2.1: the server stamps 'from'; a client may only repeat its own JID.
-    if let Some(from) = el.attr("from") {
+    if let Some(from) = el.attribute("from") {
         match Jid::parse(from) {
             Ok(f) if f == *jid || f == jid.bare() => {}
             _ => {
@@ -545,7 +546,7 @@ async fn inbound(
         }
     }
     el.put_attr("from", jid.as_str());
-    let to = match el.attr("to") {
+    let to = match el.attribute("to") {
         None => None,
         Some(t) => match Jid::parse(t) {
             Ok(j) => Some(j),
@@ -558,7 +559,7 @@ async fn inbound(
     match el.name() {
         "iq" => {
             if let Err(e) = starling_proto::stanza::validate_iq(&el) {
-                if el.attr("id").is_none() {
+                if el.attribute("id").is_none() {
                     return Err(StreamError::with_text(SE::InvalidXml, "IQ without an id"));
                 }
                 reply_error_with(server, &el, e).await;
@@ -568,12 +569,12 @@ async fn inbound(
             if to.is_none() {
                 el.put_attr("to", jid.bare().as_str());
             }
-            if el.attr("type") == Some("get") || el.attr("type") == Some("set") {
+            if el.attribute("type") == Some("get") || el.attribute("type") == Some("set") {
                 // Session establishment (RFC 3921) is a no-op kept for old clients.
                 if el.get_child("session", ns::SESSION).is_some() {
                     let result = Element::builder("iq", ns::CLIENT)
                         .with_attr("type", "result")
-                        .with_attr("id", el.attr("id").unwrap_or_default())
+                        .with_attr("id", el.attribute("id").unwrap_or_default())
                         .with_attr("to", jid.as_str())
                         .build();
                     server.route(result).await;
@@ -594,7 +595,7 @@ async fn inbound(
         }
         _ => {
             if to.is_none() {
-                match el.attr("type") {
+                match el.attribute("type") {
                     None => *available = true,
                     Some("unavailable") => *available = false,
                     _ => {}
@@ -616,7 +617,7 @@ async fn reply_error_with(server: &Server, el: &Element, err: StanzaError) {
     // The reply goes back to the sender itself; its own 'to' may be unusable, so address
     // the error from the sender's domain.
     let mut el = el.clone();
-    let sender = el.attr("from").and_then(|f| Jid::parse(f).ok());
+    let sender = el.attribute("from").and_then(|f| Jid::parse(f).ok());
     if let Some(sender) = sender {
         el.put_attr("to", sender.domain());
         if let Some(reply) = error_reply(&el, &err) {

@@ -35,6 +35,7 @@ mod error;
 mod negotiate;
 mod tls;
 
+use starling_proto::Attr;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -174,7 +175,7 @@ impl Client {
         let answer = self
             .iq("get", &domain, Element::builder("ping", ns::PING).build())
             .await?;
-        match answer.attr("type") {
+        match answer.attribute("type") {
             Some("result") => Ok(()),
             _ => Err(ClientError::Protocol(format!(
                 "ping answered with {}",
@@ -204,8 +205,8 @@ impl Client {
         loop {
             let el = next_element(&mut self.stream).await?;
             if el.is("iq", ns::CLIENT)
-                && el.attr("id") == Some(id.as_str())
-                && matches!(el.attr("type"), Some("result" | "error"))
+                && el.attribute("id") == Some(id.as_str())
+                && matches!(el.attribute("type"), Some("result" | "error"))
             {
                 return Ok(el);
             }

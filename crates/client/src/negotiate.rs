@@ -10,6 +10,7 @@ use starling_proto::error::{StanzaError, StanzaErrorCondition, StreamError};
 use starling_proto::framer::{Limits, StreamEvent};
 use starling_proto::jid::Jid;
 use starling_proto::ns;
+use starling_proto::Attr;
 use starling_sasl::{ChannelBinding, ChannelBindingType, Mechanism, ScramClient};
 use starling_stream::XmlStream;
 use tokio::net::TcpStream;
@@ -164,7 +165,7 @@ async fn authenticate(
         .get_child("sasl-channel-binding", ns::SASL_CB)
         .is_none_or(|list| {
             list.children()
-                .any(|c| c.attr("type") == Some(ChannelBindingType::TlsExporter.name()))
+                .any(|c| c.attribute("type") == Some(ChannelBindingType::TlsExporter.name()))
         });
     let exporter = stream
         .get_ref()
@@ -346,7 +347,7 @@ async fn bind(
         .build();
     stream.send(&iq).await?;
     let reply = iq_reply(stream, "bind-1").await?;
-    if reply.attr("type") == Some("error") {
+    if reply.attribute("type") == Some("error") {
         let err = StanzaError::parse(&reply)
             .unwrap_or_else(|| StanzaError::new(StanzaErrorCondition::UndefinedCondition));
         return Err(ClientError::Bind(err));
@@ -375,7 +376,7 @@ async fn bind(
             .build();
         stream.send(&iq).await?;
         let reply = iq_reply(stream, "session-1").await?;
-        if reply.attr("type") == Some("error") {
+        if reply.attribute("type") == Some("error") {
             return Err(ClientError::Protocol(
                 "the server refused session establishment".into(),
             ));
@@ -388,8 +389,8 @@ async fn bind(
 async fn iq_reply(stream: &mut Stream, id: &str) -> Result<Element, ClientError> {
     let el = next_element(stream).await?;
     if el.is("iq", ns::CLIENT)
-        && el.attr("id") == Some(id)
-        && matches!(el.attr("type"), Some("result" | "error"))
+        && el.attribute("id") == Some(id)
+        && matches!(el.attribute("type"), Some("result" | "error"))
     {
         Ok(el)
     } else {

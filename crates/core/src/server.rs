@@ -7,6 +7,7 @@
 //! `conference.<host>`) go to that module; other domains go to the federation route when one
 //! is installed ([`RemoteRoute`]) and bounce with `remote-server-not-found` otherwise.
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
@@ -212,7 +213,7 @@ impl Server {
 
     /// Routes a stanza with a validated `from` and a `to`.
     pub async fn route(&self, stanza: Element) {
-        let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             // Sessions set and validate `to` before routing; this is a bug, not a peer error.
             tracing::error!("route() called without a valid 'to'");
             return;
@@ -252,7 +253,7 @@ impl Server {
     }
 
     async fn route_iq(&self, iq: Element, to: Jid) {
-        let kind = IqType::parse(iq.attr("type"));
+        let kind = IqType::parse(iq.attribute("type"));
         if to.resource().is_some() {
             let delivered = match self.router.session(&to) {
                 Some(s) => self.deliver_to(&s, &to, iq.clone()).await,
@@ -314,7 +315,7 @@ impl Server {
             self.bounce(&iq, Cond::ServiceUnavailable).await;
             return;
         };
-        let from = match iq.attr("from").and_then(|f| Jid::parse(f).ok()) {
+        let from = match iq.attribute("from").and_then(|f| Jid::parse(f).ok()) {
             Some(f) => f,
             None => return,
         };
@@ -336,7 +337,7 @@ impl Server {
                     .with_attr("type", "result")
                     .with_attr("from", to.as_str())
                     .with_attr("to", from.as_str())
-                    .with_attr("id", iq.attr("id").unwrap_or_default())
+                    .with_attr("id", iq.attribute("id").unwrap_or_default())
                     .build();
                 if let Some(p) = payload {
                     result.append_child(p);
@@ -496,13 +497,13 @@ impl Server {
         if stanza.name() != "message" {
             return self.route(stanza).await;
         }
-        let Some(to) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
         if !self.config.is_local_host(to.domain()) || to.node().is_none() {
             return self.route(stanza).await;
         }
-        let mtype = stanza.attr("type").unwrap_or("normal");
+        let mtype = stanza.attribute("type").unwrap_or("normal");
         if mtype == "error" {
             return;
         }
@@ -541,7 +542,7 @@ impl Server {
 
     async fn route_message(&self, msg: Element, to: Jid) {
         // 'static so that `msg` can be edited below; an unknown type matches no rule.
-        let mtype = match msg.attr("type") {
+        let mtype = match msg.attribute("type") {
             None | Some("normal") => "normal",
             Some("chat") => "chat",
             Some("error") => "error",
@@ -681,13 +682,13 @@ impl Server {
     /// Presence broadcast by a client (no `to`): record it in the session table and let the
     /// presence modules fan it out.
     pub async fn broadcast_presence(&self, from: &Jid, pres: Element) {
-        let available = pres.attr("type").is_none();
+        let available = pres.attribute("type").is_none();
         let priority = pres
             .get_child("priority", ns::CLIENT)
             .and_then(|p| p.text().trim().parse::<i8>().ok())
             .unwrap_or(0);
         let mut initial = false;
-        if available || pres.attr("type") == Some("unavailable") {
+        if available || pres.attribute("type") == Some("unavailable") {
             let was_available = self.router.set_presence(from, available, priority);
             initial = available && !was_available;
         }

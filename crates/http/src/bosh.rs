@@ -32,6 +32,7 @@
 //! capped at `http.bosh_max_wait_secs`, `hold` at `http.bosh_max_hold`, and both queues
 //! between HTTP and the stream bounded in bytes.
 
+use starling_proto::Attr;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,7 +190,7 @@ pub(crate) struct Session {
 }
 
 fn attr_u64(el: &Element, name: &str) -> Option<u64> {
-    el.attr(name).and_then(|v| v.trim().parse().ok())
+    el.attribute(name).and_then(|v| v.trim().parse().ok())
 }
 
 fn xbosh_attr<'a>(el: &'a Element, name: &str) -> Option<&'a str> {
@@ -277,7 +278,7 @@ async fn handle(app: &App, info: ConnInfo, text: &str) -> Response {
     let Some(rid) = attr_u64(&body, "rid") else {
         return xml_response(terminate_body("bad-request"));
     };
-    match body.attr("sid") {
+    match body.attribute("sid") {
         None => create(app, info, body, rid).await,
         Some(sid) => {
             let session = app.bosh.map.lock().get(sid).cloned();
@@ -299,7 +300,7 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
             "client streams need HTTPS on this server\n",
         );
     }
-    let Some(to) = body.attr("to").map(str::to_owned) else {
+    let Some(to) = body.attribute("to").map(str::to_owned) else {
         return xml_response(terminate_body("improper-addressing"));
     };
     if !config.is_local_host(&to) {
@@ -343,7 +344,7 @@ async fn create(app: &App, info: ConnInfo, body: Element, rid: u64) -> Response 
         state: Mutex::new(SessionState {
             last_rid: rid,
             answered: VecDeque::new(),
-            key: body.attr("newkey").map(str::to_owned),
+            key: body.attribute("newkey").map(str::to_owned),
             held: VecDeque::new(),
             early: BTreeMap::new(),
             out: VecDeque::new(),
@@ -623,7 +624,7 @@ impl Session {
         if rid <= st.last_rid {
             // A repeat (§14.3): the same answer again, or take over a held request whose
             // HTTP connection was lost.
-            let key = body.attr("key");
+            let key = body.attribute("key");
             if let Some((_, answer, k)) = st.answered.iter().find(|(r, _, _)| *r == rid) {
                 if k.as_deref() == key {
                     return Some(answer.clone());
@@ -668,7 +669,7 @@ impl Session {
                 break;
             };
             st.last_rid = want;
-            let key = next.body.attr("key").map(str::to_owned);
+            let key = next.body.attribute("key").map(str::to_owned);
             if let Err(condition) = self.process(&mut st, want, next.body) {
                 drop(st);
                 let _ = next.reply.send(terminate_body(condition));
@@ -688,15 +689,20 @@ impl Session {
     /// Applies one in-sequence request's content (caller holds the lock).
     fn process(&self, st: &mut SessionState, rid: u64, body: Element) -> Result<(), &'static str> {
         if let Some(current) = &st.key {
-            let proven = body.attr("key").is_some_and(|k| sha1_hex(k) == *current);
+            let proven = body
+                .attribute("key")
+                .is_some_and(|k| sha1_hex(k) == *current);
             if !proven {
                 tracing::info!(sid = %self.sid, rid, "BOSH request without the right key");
                 return Err("item-not-found");
             }
-            st.key = body.attr("newkey").or(body.attr("key")).map(str::to_owned);
+            st.key = body
+                .attribute("newkey")
+                .or(body.attribute("key"))
+                .map(str::to_owned);
         }
         let empty = body.children().next().is_none();
-        let terminate = body.attr("type") == Some("terminate");
+        let terminate = body.attribute("type") == Some("terminate");
         if empty && !terminate && self.hold == 0 && xbosh_attr(&body, "restart").is_none() {
             let now = Instant::now();
             if st

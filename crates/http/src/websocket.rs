@@ -21,6 +21,7 @@
 //! (pong or message) arrived in a whole interval is disconnected. `http.websocket_see_other_uri`
 //! sends every client elsewhere with `<close see-other-uri=…/>` (§3.6.1).
 
+use starling_proto::Attr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,8 +172,12 @@ async fn run(app: App, info: ConnInfo, socket: WebSocket, pipe: DuplexStream) {
                 Message::Text(text) => match framing::parse_element(text.as_str(), limits) {
                     Ok(el) if el.is("open", NS_FRAMING) => {
                         out.extend_from_slice(
-                            client_header(el.attr("to"), el.attr("version"), xml_lang(&el))
-                                .as_bytes(),
+                            client_header(
+                                el.attribute("to"),
+                                el.attribute("version"),
+                                xml_lang(&el),
+                            )
+                            .as_bytes(),
                         );
                     }
                     Ok(el) if el.is("close", NS_FRAMING) => {

@@ -30,6 +30,7 @@
 //! survive until the received copies are decided after delivery, and clients ignore it), or
 //! keep the enabled state across a stream resumption (that is the session's to hand over).
 
+use starling_proto::Attr;
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
@@ -127,13 +128,13 @@ fn eligible(msg: &Element, direction: Direction) -> bool {
     if excluded {
         return false;
     }
-    match msg.attr("type").unwrap_or("normal") {
+    match msg.attribute("type").unwrap_or("normal") {
         "chat" => true,
         "normal" => msg.get_child("body", ns::CLIENT).is_some(),
         "error" => {
             direction == Direction::Received
                 && msg
-                    .attr("from")
+                    .attribute("from")
                     .and_then(|f| Jid::parse(f).ok())
                     .is_some_and(|f| f.resource().is_none())
         }
@@ -146,7 +147,7 @@ fn wrap(msg: &Element, direction: Direction, user: &Jid, session: &Jid) -> Eleme
     let mut copy = Element::builder("message", ns::CLIENT)
         .with_attr("from", user.as_str())
         .with_attr("to", session.as_str());
-    if let Some(t) = msg.attr("type") {
+    if let Some(t) = msg.attribute("type") {
         copy = copy.with_attr("type", t);
     }
     copy.append(
@@ -191,7 +192,7 @@ impl Carbons {
 
     /// §11: a client never sends carbons. Answers `forbidden`, without the wrapper.
     async fn reject_forged(&self, server: &Server, msg: &Element) -> Outcome {
-        let Some(from) = msg.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = msg.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
             return Outcome::Handled;
         };
         tracing::info!(%from, "client sent a forged carbon copy; rejected");
@@ -215,7 +216,7 @@ impl Carbons {
 }
 
 fn jid_attr(el: &Element, name: &str) -> Option<Jid> {
-    el.attr(name).and_then(|v| Jid::parse(v).ok())
+    el.attribute(name).and_then(|v| Jid::parse(v).ok())
 }
 
 impl Carbons {
@@ -452,9 +453,9 @@ mod tests {
         let user = Jid::parse("romeo@y").unwrap();
         let session = Jid::parse("romeo@y/home").unwrap();
         let copy = wrap(&original, Direction::Received, &user, &session);
-        assert_eq!(copy.attr("from"), Some("romeo@y"));
-        assert_eq!(copy.attr("to"), Some("romeo@y/home"));
-        assert_eq!(copy.attr("type"), Some("chat"));
+        assert_eq!(copy.attribute("from"), Some("romeo@y"));
+        assert_eq!(copy.attribute("to"), Some("romeo@y/home"));
+        assert_eq!(copy.attribute("type"), Some("chat"));
         let inner = copy
             .get_child("received", NS_CARBONS)
             .and_then(|r| r.get_child("forwarded", NS_FORWARD))

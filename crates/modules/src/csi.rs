@@ -16,6 +16,7 @@
 //! filters already passed it). Not here: the session-side flag and nonza handling (c2s and
 //! core), and holding anything across a session's end (held presence dies with the session).
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -76,7 +77,8 @@ pub struct Csi {
 
 /// Presence that only reports availability (not subscriptions, probes or errors).
 fn is_availability(stanza: &Element) -> bool {
-    stanza.is("presence", ns::CLIENT) && matches!(stanza.attr("type"), None | Some("unavailable"))
+    stanza.is("presence", ns::CLIENT)
+        && matches!(stanza.attribute("type"), None | Some("unavailable"))
 }
 
 #[async_trait]
@@ -121,13 +123,13 @@ impl Module for Csi {
         if !session.is_inactive() {
             return Outcome::Pass;
         }
-        let sender = stanza.attr("from").unwrap_or_default().to_owned();
+        let sender = stanza.attribute("from").unwrap_or_default().to_owned();
         let buffer = held.entry(full.clone()).or_default();
         if buffer.is_full_for(&sender) {
             buffer.flush(&session);
         }
         let mut copy = stanza.clone();
-        if copy.attr("to").is_none() {
+        if copy.attribute("to").is_none() {
             // A stanza serialised once for many sessions comes unaddressed
             // (`Server::deliver_shared_to`); the held copy is this session's.
             copy.put_attr("to", full.as_str());
@@ -199,7 +201,7 @@ mod tests {
         let Ok(starling_core::Outbound::Stanza(first)) = inbox.rx.try_recv() else {
             panic!("flushed presence")
         };
-        assert_eq!(first.attr("id"), Some("2"));
+        assert_eq!(first.attribute("id"), Some("2"));
     }
 }
 
@@ -210,7 +212,7 @@ const NS_HINTS: &str = "urn:xmpp:hints";
 
 /// A message that carries nothing but chat-state notifications (plus threads and hints).
 fn is_standalone_chat_state(stanza: &Element) -> bool {
-    if stanza.name() != "message" || stanza.attr("type") == Some("error") {
+    if stanza.name() != "message" || stanza.attribute("type") == Some("error") {
         return false;
     }
     let mut has_state = false;

@@ -20,6 +20,7 @@ use starling_core::{Module, Server};
 use starling_proto::error::{StanzaError, StanzaErrorCondition};
 use starling_proto::ns;
 use starling_proto::stanza::IqType;
+use starling_proto::Attr;
 
 use crate::caps::{self, Identity};
 
@@ -118,7 +119,7 @@ impl Module for Disco {
         if iq.kind != IqType::Get {
             return Err(StanzaError::new(StanzaErrorCondition::BadRequest));
         }
-        let node = iq.payload.attr("node");
+        let node = iq.payload.attribute("node");
         let is_account = iq.to.node().is_some();
         if is_account {
             return account_answer(server, &iq, node).await;

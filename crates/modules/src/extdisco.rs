@@ -28,6 +28,7 @@ use starling_core::{Module, Server};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
 use starling_proto::stanza::IqType;
+use starling_proto::Attr;
 
 /// The XEP-0215 namespace, also its disco feature.
 pub const NS_EXTDISCO: &str = "urn:xmpp:extdisco:2";
@@ -105,7 +106,7 @@ impl Module for ExternalServices {
         let now = crate::time::now_ms();
         let services = &server.config().external_services;
         if iq.payload.name() == "services" {
-            let kind = iq.payload.attr("type");
+            let kind = iq.payload.attribute("type");
             let mut list = Element::builder("services", NS_EXTDISCO);
             if let Some(k) = kind {
                 list = list.with_attr("type", k);
@@ -119,13 +120,13 @@ impl Module for ExternalServices {
             .payload
             .get_child("service", NS_EXTDISCO)
             .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
-        let (Some(host), Some(kind)) = (wanted.attr("host"), wanted.attr("type")) else {
+        let (Some(host), Some(kind)) = (wanted.attribute("host"), wanted.attribute("type")) else {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
                 "a service needs host and type",
             ));
         };
-        let port = wanted.attr("port").and_then(|p| p.parse::<u16>().ok());
+        let port = wanted.attribute("port").and_then(|p| p.parse::<u16>().ok());
         let matching: Vec<_> = services
             .iter()
             .filter(|s| s.host == host && s.kind == kind)

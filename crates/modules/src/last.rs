@@ -14,6 +14,7 @@
 //! sent presence), in the key-value store `last` as
 //! `<last xmlns='urn:starling:last:0' at='epoch-ms'>status</last>`: one write per logout.
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -137,7 +138,7 @@ impl LastActivity {
             return Err(StanzaError::new(Cond::ItemNotFound));
         };
         let at = el
-            .attr("at")
+            .attribute("at")
             .and_then(|a| a.parse::<i64>().ok())
             .unwrap_or(0);
         let seconds = (now_ms() - at).max(0) / 1000;
@@ -180,10 +181,10 @@ impl Module for LastActivity {
         hook: Hook,
         _ctx: HookContext<'_>,
     ) -> Outcome {
-        if hook != Hook::Broadcast || stanza.attr("type") != Some("unavailable") {
+        if hook != Hook::Broadcast || stanza.attribute("type") != Some("unavailable") {
             return Outcome::Pass;
         }
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
             return Outcome::Pass;
         };
         let user = from.bare();

@@ -18,6 +18,7 @@
 //! storage write returned, and storage writes are durable when they return; stored messages
 //! are deleted only after they were queued for a session.
 
+use starling_proto::Attr;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -100,7 +101,7 @@ impl Offline {
             Storable::Drop => return Outcome::Handled,
             Storable::Yes => {}
         }
-        let Some(to) = msg.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = msg.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             return Outcome::Pass;
         };
         let Some(user) = to.node() else {
@@ -129,7 +130,7 @@ impl Offline {
         let mut payload = Vec::new();
         writer::write_element(&stamped, &mut payload);
         let with = msg
-            .attr("from")
+            .attribute("from")
             .and_then(|f| Jid::parse(f).ok())
             .map(|f| f.bare().as_str().to_owned())
             .unwrap_or_default();
@@ -259,7 +260,7 @@ enum Storable {
 }
 
 fn classify(msg: &Element) -> Storable {
-    match msg.attr("type").unwrap_or("normal") {
+    match msg.attribute("type").unwrap_or("normal") {
         "normal" | "chat" => {}
         _ => return Storable::No,
     }
@@ -314,8 +315,8 @@ impl Module for Offline {
     ) -> Outcome {
         match hook {
             Hook::Undeliverable if stanza.name() == "message" => self.store(server, stanza).await,
-            Hook::Broadcast if stanza.attr("type").is_none() => {
-                let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+            Hook::Broadcast if stanza.attribute("type").is_none() => {
+                let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
                     return Outcome::Pass;
                 };
                 let nonneg = priority(stanza) >= 0;

@@ -17,6 +17,7 @@
 //! Probes go out from the full JID of the resource that became available (as Prosody does),
 //! so the answers reach that resource only.
 
+use starling_proto::Attr;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -277,14 +278,14 @@ impl Presence {
     /// §4.6.2: directed presence from a client; remembered when the recipient has no
     /// subscription, so that it can be undone at logoff.
     async fn directed(&self, server: &Server, stanza: &Element) {
-        let available = match stanza.attr("type") {
+        let available = match stanza.attribute("type") {
             None => true,
             Some("unavailable") => false,
             _ => return,
         };
         let (Some(from), Some(to)) = (
-            stanza.attr("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attr("to").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
         ) else {
             return;
         };
@@ -314,8 +315,8 @@ impl Presence {
     /// §4.3.2: a probe for a local user.
     async fn probe(&self, server: &Server, stanza: &Element) {
         let (Some(prober), Some(to)) = (
-            stanza.attr("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attr("to").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
         ) else {
             return;
         };
@@ -368,10 +369,10 @@ impl Module for Presence {
         }
         match hook {
             Hook::Broadcast => {
-                let Some(from) = stanza.attr("from").and_then(|j| Jid::parse(j).ok()) else {
+                let Some(from) = stanza.attribute("from").and_then(|j| Jid::parse(j).ok()) else {
                     return Outcome::Pass;
                 };
-                match stanza.attr("type") {
+                match stanza.attribute("type") {
                     None => self.available(server, &from, stanza, ctx.initial).await,
                     Some("unavailable") => self.unavailable(server, &from, stanza).await,
                     _ => {}
@@ -383,7 +384,7 @@ impl Module for Presence {
                 self.directed(server, stanza).await;
                 Outcome::Pass
             }
-            Hook::Account if stanza.attr("type") == Some("probe") => {
+            Hook::Account if stanza.attribute("type") == Some("probe") => {
                 self.probe(server, stanza).await;
                 Outcome::Handled
             }

@@ -23,6 +23,7 @@
 //!
 //! [`SessionHandle::is_hibernated`]: starling_core::SessionHandle::is_hibernated
 
+use starling_proto::Attr;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -91,13 +92,13 @@ impl Push {
 
     async fn enable(&self, server: &Server, owner: &Jid, payload: &Element) -> IqResponse {
         let (domain, user) = (owner.domain(), owner.node().unwrap_or_default());
-        let Some(app) = payload.attr("jid").and_then(|j| Jid::parse(j).ok()) else {
+        let Some(app) = payload.attribute("jid").and_then(|j| Jid::parse(j).ok()) else {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
                 "'jid' must name the app server",
             ));
         };
-        let node = payload.attr("node").unwrap_or_default();
+        let node = payload.attribute("node").unwrap_or_default();
         if node.is_empty() {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
@@ -143,14 +144,14 @@ impl Push {
 
     async fn disable(&self, server: &Server, owner: &Jid, payload: &Element) -> IqResponse {
         let (domain, user) = (owner.domain(), owner.node().unwrap_or_default());
-        let Some(app) = payload.attr("jid").and_then(|j| Jid::parse(j).ok()) else {
+        let Some(app) = payload.attribute("jid").and_then(|j| Jid::parse(j).ok()) else {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
                 "'jid' must name the app server",
             ));
         };
         let storage = server.storage();
-        match payload.attr("node").filter(|n| !n.is_empty()) {
+        match payload.attribute("node").filter(|n| !n.is_empty()) {
             Some(node) => storage
                 .map_delete(domain, user, STORE, &key(app.as_str(), node))
                 .await
@@ -192,8 +193,8 @@ impl Push {
             return;
         }
         let seen = msg
-            .attr("id")
-            .map(|id| format!("{}\n{id}", msg.attr("from").unwrap_or_default()));
+            .attribute("id")
+            .map(|id| format!("{}\n{id}", msg.attribute("from").unwrap_or_default()));
         let count = {
             let mut unread = self.unread.lock();
             if unread.len() >= MAX_COUNTED && !unread.contains_key(account) {
@@ -218,7 +219,7 @@ impl Push {
             ("message-count", count.to_string()),
         ];
         if self.config.include_sender {
-            if let Some(from) = msg.attr("from") {
+            if let Some(from) = msg.attribute("from") {
                 fields.push(("last-message-sender", from.to_owned()));
             }
         }
@@ -236,7 +237,7 @@ impl Push {
                 tracing::warn!(account = %account, "unreadable push registration skipped");
                 continue;
             };
-            let (Some(app), Some(node)) = (reg.attr("jid"), reg.attr("node")) else {
+            let (Some(app), Some(node)) = (reg.attribute("jid"), reg.attribute("node")) else {
                 continue;
             };
             let id = format!("push-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -278,13 +279,13 @@ impl Push {
 
     /// An answer to a notification: an error disables the registration (§6).
     async fn answered(&self, server: &Server, iq: &Element) -> Outcome {
-        let Some(id) = iq.attr("id") else {
+        let Some(id) = iq.attribute("id") else {
             return Outcome::Pass;
         };
         let Some((account, k)) = self.pending.lock().remove(id) else {
             return Outcome::Pass;
         };
-        if iq.attr("type") == Some("error") {
+        if iq.attribute("type") == Some("error") {
             tracing::info!(account = %account, registration = %k.replace('\n', " "), "push notification refused; registration disabled");
             if let Err(e) = server
                 .storage()
@@ -364,7 +365,7 @@ impl Module for Push {
             return self.answered(server, stanza).await;
         }
         if !stanza.is("message", ns::CLIENT)
-            || matches!(stanza.attr("type"), Some("error" | "headline"))
+            || matches!(stanza.attribute("type"), Some("error" | "headline"))
             || stanza.get_child("body", ns::CLIENT).is_none()
         {
             return Outcome::Pass;
@@ -379,7 +380,7 @@ impl Module for Push {
             return Outcome::Pass;
         }
         let Some(account) = stanza
-            .attr("to")
+            .attribute("to")
             .and_then(|t| Jid::parse(t).ok())
             .map(|j| j.bare())
         else {
@@ -409,7 +410,12 @@ mod tests {
         ]);
         let vars: Vec<_> = form
             .children()
-            .map(|f| (f.attr("var").unwrap(), f.children().next().unwrap().text()))
+            .map(|f| {
+                (
+                    f.attribute("var").unwrap(),
+                    f.children().next().unwrap().text(),
+                )
+            })
             .collect();
         assert_eq!(
             vars,

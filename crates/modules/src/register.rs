@@ -18,6 +18,7 @@
 //! error replies must not echo the request (it holds a password, §3.3 SHOULD NOT), and the
 //! removal result must be queued before the sessions are told to close.
 
+use starling_proto::Attr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -80,12 +81,12 @@ fn internal(e: StorageError) -> StanzaError {
 /// An IQ result or error for `iq` that does not echo its payload.
 fn reply(iq: &Element, outcome: Result<(), StanzaError>) -> Element {
     let mut b = Element::builder("iq", ns::CLIENT)
-        .with_attr("id", iq.attr("id").unwrap_or_default())
+        .with_attr("id", iq.attribute("id").unwrap_or_default())
         .with_attr("type", if outcome.is_ok() { "result" } else { "error" });
-    if let Some(to) = iq.attr("to") {
+    if let Some(to) = iq.attribute("to") {
         b = b.with_attr("from", to);
     }
-    if let Some(from) = iq.attr("from") {
+    if let Some(from) = iq.attribute("from") {
         b = b.with_attr("to", from);
     }
     let mut el = b.build();
@@ -229,15 +230,15 @@ impl Module for Register {
         _hook: Hook,
         _ctx: HookContext<'_>,
     ) -> Outcome {
-        if stanza.name() != "iq" || stanza.attr("type") != Some("set") {
+        if stanza.name() != "iq" || stanza.attribute("type") != Some("set") {
             return Outcome::Pass;
         }
         let Some(query) = stanza.get_child("query", NS_REGISTER) else {
             return Outcome::Pass;
         };
         let (Some(from), Some(to)) = (
-            stanza.attr("from").and_then(|f| Jid::parse(f).ok()),
-            stanza.attr("to").and_then(|t| Jid::parse(t).ok()),
+            stanza.attribute("from").and_then(|f| Jid::parse(f).ok()),
+            stanza.attribute("to").and_then(|t| Jid::parse(t).ok()),
         ) else {
             return Outcome::Pass;
         };

@@ -25,6 +25,7 @@ use minidom::Element;
 use starling_core::xml::BuilderExt;
 use starling_core::{Hook, HookContext, Module, Outcome, Server};
 use starling_proto::jid::Jid;
+use starling_proto::Attr;
 
 /// The XEP-0359 namespace (also its disco feature).
 pub const NS_SID: &str = "urn:xmpp:sid:0";
@@ -32,7 +33,7 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 /// Removes every direct `<stanza-id/>` child whose `by` is `by`; returns how many.
 pub fn strip_by(msg: &mut Element, by: &str) -> usize {
     remove_children(msg, |c| {
-        c.is("stanza-id", NS_SID) && c.attr("by") == Some(by)
+        c.is("stanza-id", NS_SID) && c.attribute("by") == Some(by)
     })
 }
 
@@ -66,8 +67,8 @@ pub fn stamp(msg: &mut Element, by: &str, id: &str) {
 /// The id `by` names on a message, if it carries one.
 pub fn find<'a>(msg: &'a Element, by: &str) -> Option<&'a str> {
     msg.children()
-        .find(|c| c.is("stanza-id", NS_SID) && c.attr("by") == Some(by))
-        .and_then(|c| c.attr("id"))
+        .find(|c| c.is("stanza-id", NS_SID) && c.attribute("by") == Some(by))
+        .and_then(|c| c.attribute("id"))
 }
 
 /// The stanza-id module (see the module docs).
@@ -102,7 +103,7 @@ impl Module for StanzaIds {
         if stanza.name() != "message" || !stanza.children().any(|c| c.is("stanza-id", NS_SID)) {
             return Outcome::Pass;
         }
-        let Some(sender) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(sender) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
             return Outcome::Pass;
         };
         let bare = sender.bare();
@@ -129,7 +130,7 @@ mod tests {
         let ids: Vec<_> = m
             .children()
             .filter(|c| c.is("stanza-id", NS_SID))
-            .map(|c| (c.attr("by").unwrap(), c.attr("id").unwrap()))
+            .map(|c| (c.attribute("by").unwrap(), c.attribute("id").unwrap()))
             .collect();
         assert_eq!(ids, [("room@muc.x", "r1"), ("a@x", "real")]);
         assert_eq!(find(&m, "a@x"), Some("real"));

@@ -2,6 +2,7 @@
 //! XML form, and the error reply built from a failed stanza (§8.3.1). Deciding *when* to send
 //! one is the stream and router's business, not this module's.
 
+use crate::Attr;
 use std::fmt;
 
 use minidom::Element;
@@ -444,14 +445,14 @@ impl StanzaError {
         }
         let condition = condition?;
         let type_ = err
-            .attr("type")
+            .attribute("type")
             .and_then(ErrorType::parse)
             .unwrap_or_else(|| condition.default_type());
         Some(StanzaError {
             type_,
             condition,
             text,
-            by: err.attr("by").map(str::to_owned),
+            by: err.attribute("by").map(str::to_owned),
             app,
         })
     }
@@ -461,19 +462,19 @@ impl StanzaError {
 /// and `to` swapped, `type='error'`, same `id`, the original children kept, then the error.
 /// `None` when `stanza` is itself an error: errors are never answered with errors.
 pub fn error_reply(stanza: &Element, err: &StanzaError) -> Option<Element> {
-    if stanza.attr("type") == Some("error") {
+    if stanza.attribute("type") == Some("error") {
         return None;
     }
     let content_ns = stanza.ns();
     let mut reply = Element::bare(stanza.name(), content_ns.as_str());
     let none = rxml::Namespace::NONE;
-    if let Some(from) = stanza.attr("from") {
+    if let Some(from) = stanza.attribute("from") {
         reply.set_attr(none.clone(), nc("to"), from);
     }
-    if let Some(to) = stanza.attr("to") {
+    if let Some(to) = stanza.attribute("to") {
         reply.set_attr(none.clone(), nc("from"), to);
     }
-    if let Some(id) = stanza.attr("id") {
+    if let Some(id) = stanza.attribute("id") {
         reply.set_attr(none.clone(), nc("id"), id);
     }
     reply.set_attr(none, nc("type"), "error");
@@ -566,8 +567,8 @@ mod tests {
         );
         e.by = Some("example.com".into());
         let el = e.to_element();
-        assert_eq!(el.attr("type"), Some("modify"));
-        assert_eq!(el.attr("by"), Some("example.com"));
+        assert_eq!(el.attribute("type"), Some("modify"));
+        assert_eq!(el.attribute("by"), Some("example.com"));
         assert_eq!(StanzaError::parse(&el), Some(e.clone()));
         let gone = StanzaError::new(StanzaErrorCondition::Gone(None));
         assert_eq!(StanzaError::parse(&gone.to_element()), Some(gone));
@@ -598,10 +599,10 @@ mod tests {
         )
         .unwrap();
         assert!(reply.is("iq", ns::CLIENT));
-        assert_eq!(reply.attr("to"), Some("a@b/c"));
-        assert_eq!(reply.attr("from"), Some("b"));
-        assert_eq!(reply.attr("id"), Some("x1"));
-        assert_eq!(reply.attr("type"), Some("error"));
+        assert_eq!(reply.attribute("to"), Some("a@b/c"));
+        assert_eq!(reply.attribute("from"), Some("b"));
+        assert_eq!(reply.attribute("id"), Some("x1"));
+        assert_eq!(reply.attribute("type"), Some("error"));
         assert!(reply.has_child("query", "q"));
         let e = StanzaError::parse(&reply).unwrap();
         assert_eq!(e.condition, StanzaErrorCondition::ServiceUnavailable);

@@ -3,6 +3,7 @@
 //! writer, stream and stanza errors (RFC 6120 §4.9, §8.3) and small stanza helpers
 //! (RFC 6120 §8, RFC 6121). Sockets, TLS and SASL live elsewhere.
 
+pub mod attr;
 pub mod error;
 pub mod framer;
 pub mod jid;
@@ -10,4 +11,5 @@ pub mod ns;
 pub mod stanza;
 pub mod writer;
 
+pub use attr::Attr;
 pub use minidom::Element;

@@ -2,6 +2,7 @@
 //! three kinds an element is, the `type` attribute of each kind, IQ validation (§8.2.3) and
 //! the empty IQ result. Stanzas stay `minidom::Element`s; typed payloads live elsewhere.
 
+use crate::Attr;
 use minidom::Element;
 
 use crate::error::{nc, StanzaError, StanzaErrorCondition};
@@ -61,7 +62,7 @@ impl IqType {
 
 /// The type of an IQ element.
 pub fn iq_type(el: &Element) -> Option<IqType> {
-    IqType::parse(el.attr("type"))
+    IqType::parse(el.attribute("type"))
 }
 
 /// Message `type` (RFC 6121 §5.2.2); missing means `normal`.
@@ -101,7 +102,7 @@ impl MessageType {
 
 /// The type of a message element.
 pub fn message_type(el: &Element) -> Option<MessageType> {
-    MessageType::parse(el.attr("type"))
+    MessageType::parse(el.attribute("type"))
 }
 
 /// Presence `type` (RFC 6120 §8.2.2, RFC 6121 §4.7.1); missing means available.
@@ -150,7 +151,7 @@ impl PresenceType {
 
 /// The type of a presence element.
 pub fn presence_type(el: &Element) -> Option<PresenceType> {
-    PresenceType::parse(el.attr("type"))
+    PresenceType::parse(el.attribute("type"))
 }
 
 /// The empty `type='result'` answer to an IQ (RFC 6120 §8.2.3): same namespace and `id`,
@@ -158,13 +159,13 @@ pub fn presence_type(el: &Element) -> Option<PresenceType> {
 pub fn iq_result(req: &Element) -> Element {
     let mut el = Element::bare("iq", req.ns());
     let none = rxml::Namespace::NONE;
-    if let Some(from) = req.attr("from") {
+    if let Some(from) = req.attribute("from") {
         el.set_attr(none.clone(), nc("to"), from);
     }
-    if let Some(to) = req.attr("to") {
+    if let Some(to) = req.attribute("to") {
         el.set_attr(none.clone(), nc("from"), to);
     }
-    if let Some(id) = req.attr("id") {
+    if let Some(id) = req.attribute("id") {
         el.set_attr(none.clone(), nc("id"), id);
     }
     el.set_attr(none, nc("type"), "result");
@@ -183,7 +184,7 @@ pub fn validate_iq(el: &Element) -> Result<(), StanzaError> {
     if kind(el) != Some(StanzaKind::Iq) {
         return bad("not an iq stanza");
     }
-    if el.attr("id").is_none_or(str::is_empty) {
+    if el.attribute("id").is_none_or(str::is_empty) {
         return bad("iq without id");
     }
     let children = el.children().count();
@@ -258,9 +259,9 @@ mod tests {
         let req = el("<iq xmlns='jabber:client' id='p1' from='a@b/c' to='b' type='get'><ping xmlns='urn:xmpp:ping'/></iq>");
         let res = iq_result(&req);
         assert!(res.is("iq", ns::CLIENT));
-        assert_eq!(res.attr("id"), Some("p1"));
-        assert_eq!(res.attr("to"), Some("a@b/c"));
-        assert_eq!(res.attr("from"), Some("b"));
+        assert_eq!(res.attribute("id"), Some("p1"));
+        assert_eq!(res.attribute("to"), Some("a@b/c"));
+        assert_eq!(res.attribute("from"), Some("b"));
         assert_eq!(iq_type(&res), Some(IqType::Result));
         assert_eq!(res.children().count(), 0);
         assert_eq!(validate_iq(&res), Ok(()));

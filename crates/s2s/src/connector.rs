@@ -17,6 +17,7 @@ use starling_core::config::S2sPolicy;
 use starling_core::xml::BuilderExt;
 use starling_proto::error::StreamError;
 use starling_proto::framer::StreamEvent;
+use starling_proto::Attr;
 use starling_proto::{ns, writer};
 use starling_stream::XmlStream;
 use tokio::net::TcpStream;
@@ -272,7 +273,7 @@ async fn attempt(
         loop {
             let el = next_element(&mut stream).await?;
             if el.is("result", NS_DB) {
-                return match el.attr("type") {
+                return match el.attribute("type") {
                     Some("valid") => {
                         tracing::info!(%local, %remote, bidi, "outbound s2s stream authenticated by dialback");
                         Ok(Connected {
@@ -331,8 +332,8 @@ pub(crate) async fn verify_key(
             stream.flush().await.map_err(|e| NotFound(e.to_string()))?;
             let valid = loop {
                 let el = next_element(&mut stream).await?;
-                if el.is("verify", NS_DB) && el.attr("id") == Some(id) {
-                    break el.attr("type") == Some("valid");
+                if el.is("verify", NS_DB) && el.attribute("id") == Some(id) {
+                    break el.attribute("type") == Some("valid");
                 }
             };
             stream.queue_raw(writer::STREAM_CLOSE);

@@ -17,6 +17,7 @@
 //! never speak for a domain it did not authenticate. Accepted stanzas go to the router.
 //! The answering side of dialback (`db:verify`, checking keys we made) is served here too.
 
+use starling_proto::Attr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -615,7 +616,7 @@ impl Inbound {
 
     /// XEP-0178: SASL EXTERNAL with the certificate shown in the TLS handshake.
     async fn external(&mut self, el: &Element) -> Result<bool, End> {
-        if el.attr("mechanism") != Some("EXTERNAL") {
+        if el.attribute("mechanism") != Some("EXTERNAL") {
             return self.sasl_failure("invalid-mechanism").await;
         }
         if !self.is_tls() {
@@ -664,7 +665,7 @@ impl Inbound {
             return Err(serr(SE::PolicyViolation, "STARTTLS is required"));
         }
         let domain = |a: &str| {
-            el.attr(a)
+            el.attribute(a)
                 .and_then(|d| Jid::parse(d).ok())
                 .filter(|j| j.node().is_none() && j.resource().is_none())
                 .map(|j| j.domain().to_owned())
@@ -735,7 +736,7 @@ impl Inbound {
     /// XEP-0220 §2.3, authoritative side: is this key one we made?
     async fn dialback_verify(&mut self, el: &Element) -> Result<(), End> {
         let (Some(receiving), Some(originating), Some(id)) =
-            (el.attr("from"), el.attr("to"), el.attr("id"))
+            (el.attribute("from"), el.attribute("to"), el.attribute("id"))
         else {
             return Err(serr(
                 SE::ImproperAddressing,
@@ -773,7 +774,7 @@ impl Inbound {
                 "authenticate before sending stanzas",
             ));
         }
-        let jid = |a: &str| el.attr(a).and_then(|j| Jid::parse(j).ok());
+        let jid = |a: &str| el.attribute(a).and_then(|j| Jid::parse(j).ok());
         let (Some(from), Some(to)) = (jid("from"), jid("to")) else {
             return Err(serr(
                 SE::ImproperAddressing,

@@ -18,6 +18,7 @@
 //!   here ([`Pool::register_inbound`]) for the reverse pairs, so replies leave on the
 //!   connection the peer opened instead of a second one.
 
+use starling_proto::Attr;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -195,7 +196,7 @@ impl Pool {
 #[async_trait]
 impl RemoteRoute for Pool {
     async fn send(&self, server: &Server, stanza: Element, to: Jid) {
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
             tracing::warn!("stanza for a remote domain without 'from'; dropped");
             return;
         };
@@ -257,7 +258,7 @@ impl Outbound {
     /// Queues one stanza for writing, or holds it until its domain is authenticated.
     async fn take(&mut self, stanza: Element) {
         let Some(local) = stanza
-            .attr("from")
+            .attribute("from")
             .and_then(|f| Jid::parse(f).ok())
             .map(|j| j.domain().to_owned())
         else {
@@ -297,7 +298,7 @@ impl Outbound {
 
     /// The peer answered a piggybacked `db:result`.
     async fn dialback_answer(&mut self, el: &Element) {
-        let (Some(local), Some(remote)) = (el.attr("to"), el.attr("from")) else {
+        let (Some(local), Some(remote)) = (el.attribute("to"), el.attribute("from")) else {
             return;
         };
         if remote != self.remote {
@@ -306,7 +307,7 @@ impl Outbound {
         let Some(p) = self.pending.remove(local) else {
             return;
         };
-        if el.attr("type") == Some("valid") {
+        if el.attribute("type") == Some("valid") {
             tracing::info!(%local, %remote, "local domain authenticated on the shared s2s stream");
             self.authed.insert(local.to_owned());
             for s in p.stanzas {
@@ -314,7 +315,7 @@ impl Outbound {
                     .queue(&rename_namespace(s, ns::CLIENT, ns::SERVER));
             }
         } else {
-            tracing::warn!(%local, %remote, answer = ?el.attr("type"), "peer refused another local domain on the s2s stream; bouncing");
+            tracing::warn!(%local, %remote, answer = ?el.attribute("type"), "peer refused another local domain on the s2s stream; bouncing");
             self.pool
                 .forget_key(&(local.to_owned(), remote.to_owned()), self.link.id);
             for s in p.stanzas {
@@ -353,7 +354,7 @@ impl Outbound {
                 "this stream is not bidirectional",
             ));
         }
-        let jid = |a: &str| el.attr(a).and_then(|j| Jid::parse(j).ok());
+        let jid = |a: &str| el.attribute(a).and_then(|j| Jid::parse(j).ok());
         let (Some(from), Some(to)) = (jid("from"), jid("to")) else {
             return Err(StreamError::with_text(
                 SE::ImproperAddressing,

@@ -19,6 +19,7 @@
 //! `--no-notice` leaves it out. `recv` never reads that body when `<e2e/>` is present: what is
 //! outside the S/MIME object is not protected.
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -328,8 +329,8 @@ async fn send(args: SendArgs) -> Result<(), String> {
     let mut bounced = None;
     while let Some(stanza) = client.recv_buffered() {
         if stanza.name() == "message"
-            && stanza.attr("type") == Some("error")
-            && stanza.attr("id") == Some(id.as_str())
+            && stanza.attribute("type") == Some("error")
+            && stanza.attribute("id") == Some(id.as_str())
         {
             bounced = Some(stanza);
         }
@@ -431,7 +432,7 @@ async fn recv(args: RecvArgs) -> Result<(), String> {
                     }
                 }
             }
-            "iq" if matches!(stanza.attr("type"), Some("get" | "set")) => {
+            "iq" if matches!(stanza.attribute("type"), Some("get" | "set")) => {
                 if let Err(e) = client.send(&iq_answer(&stanza)).await {
                     break Err(e.to_string());
                 }
@@ -463,8 +464,8 @@ fn show_message(
     received: &mut usize,
     failures: &mut usize,
 ) -> Option<Element> {
-    let from = stanza.attr("from").unwrap_or("(unknown)");
-    if stanza.attr("type") == Some("error") {
+    let from = stanza.attribute("from").unwrap_or("(unknown)");
+    if stanza.attribute("type") == Some("error") {
         println!("error from {from}: {}", describe_error(stanza));
         return None;
     }
@@ -535,7 +536,7 @@ fn show_message(
                             .attr(attr("type"), "error")
                             .attr(attr("to"), from)
                             .append(condition.to_error_element());
-                        if let Some(id) = stanza.attr("id") {
+                        if let Some(id) = stanza.attribute("id") {
                             error = error.attr(attr("id"), id);
                         }
                         reply = Some(error.build());
@@ -563,11 +564,11 @@ fn push_text(out: &mut String, text: &str) {
 /// `service-unavailable`.
 fn iq_answer(iq: &Element) -> Element {
     let mut reply =
-        Element::builder("iq", ns::CLIENT).attr(attr("id"), iq.attr("id").unwrap_or(""));
-    if let Some(from) = iq.attr("from") {
+        Element::builder("iq", ns::CLIENT).attr(attr("id"), iq.attribute("id").unwrap_or(""));
+    if let Some(from) = iq.attribute("from") {
         reply = reply.attr(attr("to"), from);
     }
-    if iq.attr("type") == Some("get") && iq.get_child("ping", ns::PING).is_some() {
+    if iq.attribute("type") == Some("get") && iq.get_child("ping", ns::PING).is_some() {
         return reply.attr(attr("type"), "result").build();
     }
     let error = starling_proto::error::StanzaError::new(

@@ -14,6 +14,7 @@
 //! also serves. The "level" says whether the suite's Core or only its Advanced server level
 //! asks for the row.
 
+use starling_proto::Attr;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -544,8 +545,8 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
         .get_child("query", DISCO_ITEMS)
         .map(|q| {
             q.children()
-                .filter(|c| c.is("item", DISCO_ITEMS) && c.attr("node").is_none())
-                .filter_map(|c| c.attr("jid").map(str::to_owned))
+                .filter(|c| c.is("item", DISCO_ITEMS) && c.attribute("node").is_none())
+                .filter_map(|c| c.attribute("jid").map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default();
@@ -561,7 +562,7 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
         )
         .await?;
     seen.roster =
-        roster.attr("type") == Some("result") && roster.get_child("query", ROSTER).is_some();
+        roster.attribute("type") == Some("result") && roster.get_child("query", ROSTER).is_some();
     if let Some(http) = running.http.address(ListenerKind::Http) {
         if let Ok(meta) = http_request(http, "GET", "/.well-known/host-meta.json", &[], b"").await {
             let text = String::from_utf8_lossy(&meta.1);
@@ -582,7 +583,7 @@ async fn observe(running: &crate::Running, host: &str) -> Result<Observed, Probe
         .build();
     let answer = client.iq("get", jid.bare().as_str(), private).await?;
     seen.private_storage =
-        answer.attr("type") == Some("result") && answer.get_child("query", PRIVATE).is_some();
+        answer.attribute("type") == Some("result") && answer.get_child("query", PRIVATE).is_some();
     let _ = client.close().await;
     Ok(seen)
 }
@@ -652,7 +653,7 @@ async fn upload_round_trip(client: &mut Client, service: &str) -> bool {
     };
     let url = |name: &str| {
         slot.get_child(name, NS_UPLOAD)
-            .and_then(|e| e.attr("url"))
+            .and_then(|e| e.attribute("url"))
             .map(str::to_owned)
     };
     let (Some(put), Some(get)) = (url("put"), url("get")) else {
@@ -729,7 +730,7 @@ fn features(answer: &Element) -> BTreeSet<String> {
         .map(|q| {
             q.children()
                 .filter(|c| c.is("feature", DISCO_INFO))
-                .filter_map(|c| c.attr("var").map(str::to_owned))
+                .filter_map(|c| c.attribute("var").map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default()
@@ -744,8 +745,8 @@ fn identities(answer: &Element) -> BTreeSet<String> {
                 .map(|c| {
                     format!(
                         "{}/{}",
-                        c.attr("category").unwrap_or_default(),
-                        c.attr("type").unwrap_or_default()
+                        c.attribute("category").unwrap_or_default(),
+                        c.attribute("type").unwrap_or_default()
                     )
                 })
                 .collect()

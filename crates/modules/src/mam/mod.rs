@@ -53,6 +53,7 @@ pub mod prefs;
 pub mod query;
 pub(crate) mod quota;
 
+use starling_proto::Attr;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -270,7 +271,7 @@ impl Mam {
         let mut plain = msg.clone();
         strip_by(&mut plain, user.as_str());
         remove_children(&mut plain, |c| {
-            c.is("delay", ns::DELAY) && c.attr("from") == Some(user.domain())
+            c.is("delay", ns::DELAY) && c.attribute("from") == Some(user.domain())
         });
         let mut bytes = Vec::new();
         writer::write_element(&plain, &mut bytes);
@@ -527,7 +528,7 @@ fn involves(item: &ArchiveItem, full: &Jid) -> bool {
         return false;
     };
     ["from", "to"].into_iter().any(|a| {
-        msg.attr(a)
+        msg.attribute(a)
             .and_then(|v| Jid::parse(v).ok())
             .is_some_and(|j| j == *full)
     })
@@ -614,7 +615,7 @@ fn query_form() -> Element {
 
 /// Which messages belong in a user archive (see the module docs).
 pub fn archivable(msg: &Element) -> bool {
-    if !matches!(msg.attr("type"), None | Some("normal" | "chat")) || is_carbon(msg) {
+    if !matches!(msg.attribute("type"), None | Some("normal" | "chat")) || is_carbon(msg) {
         return false;
     }
     let hint = |name| msg.children().any(|c| c.is(name, NS_HINTS));
@@ -657,7 +658,7 @@ async fn sweep(server: &Server, days: u32) {
 }
 
 fn jid_attr(el: &Element, name: &str) -> Option<Jid> {
-    el.attr(name).and_then(|v| Jid::parse(v).ok())
+    el.attribute(name).and_then(|v| Jid::parse(v).ok())
 }
 
 #[async_trait]
@@ -836,11 +837,13 @@ mod tests {
         let archive = Jid::parse("b@x").unwrap();
         let r = result_message(&item, &to, &archive, Some("q1"));
         let result = r.get_child("result", NS_MAM).unwrap();
-        assert_eq!(result.attr("id"), Some("id1"));
-        assert_eq!(result.attr("queryid"), Some("q1"));
+        assert_eq!(result.attribute("id"), Some("id1"));
+        assert_eq!(result.attribute("queryid"), Some("q1"));
         let fwd = result.get_child("forwarded", NS_FORWARD).unwrap();
         assert_eq!(
-            fwd.get_child("delay", ns::DELAY).unwrap().attr("stamp"),
+            fwd.get_child("delay", ns::DELAY)
+                .unwrap()
+                .attribute("stamp"),
             Some("2002-09-10T23:08:25.123Z")
         );
         assert_eq!(fwd.get_child("message", ns::CLIENT).unwrap(), &original);

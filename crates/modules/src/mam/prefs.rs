@@ -7,6 +7,7 @@ use minidom::Element;
 use starling_core::xml::BuilderExt;
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
+use starling_proto::Attr;
 
 use super::query::NS_MAM;
 
@@ -78,7 +79,7 @@ impl Prefs {
     /// Parses a `<prefs/>` element from a client or from storage.
     pub fn parse(el: &Element) -> Result<Prefs, StanzaError> {
         let bad = |t: &str| StanzaError::with_text(Cond::BadRequest, t);
-        let default = match el.attr("default") {
+        let default = match el.attribute("default") {
             None => DefaultPolicy::Always,
             Some(d) => DefaultPolicy::parse(d)
                 .ok_or_else(|| bad("default must be always, never or roster"))?,

@@ -12,6 +12,7 @@
 use minidom::Element;
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
+use starling_proto::Attr;
 
 /// The MAM namespace.
 pub const NS_MAM: &str = "urn:xmpp:mam:2";
@@ -82,15 +83,15 @@ fn single(field: &Element) -> Result<Option<String>, StanzaError> {
 /// Parses a query payload.
 pub fn parse(query: &Element) -> Result<MamQuery, StanzaError> {
     let mut q = MamQuery {
-        queryid: query.attr("queryid").map(str::to_owned),
+        queryid: query.attribute("queryid").map(str::to_owned),
         ..MamQuery::default()
     };
     if let Some(form) = query.get_child("x", NS_DATA) {
-        if !matches!(form.attr("type"), Some("submit") | None) {
+        if !matches!(form.attribute("type"), Some("submit") | None) {
             return Err(bad("the query form must be of type 'submit'"));
         }
         for field in form.children().filter(|c| c.is("field", NS_DATA)) {
-            let var = field.attr("var").unwrap_or_default();
+            let var = field.attribute("var").unwrap_or_default();
             match var {
                 "FORM_TYPE" => {
                     if single(field)?.as_deref() != Some(NS_MAM) {

@@ -11,6 +11,7 @@ use starling_core::Server;
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
 use starling_proto::ns;
+use starling_proto::Attr;
 
 use super::config::FORM_ROOMCONFIG;
 use super::roles::{
@@ -38,9 +39,9 @@ const NS_STABLE_ID: &str = "http://jabber.org/protocol/muc#stable_id";
 fn result(iq: &Element, payload: Option<Element>) -> Element {
     let mut r = Element::builder("iq", ns::CLIENT)
         .with_attr("type", "result")
-        .with_attr("from", iq.attr("to").unwrap_or_default())
-        .with_attr("to", iq.attr("from").unwrap_or_default())
-        .with_attr("id", iq.attr("id").unwrap_or_default())
+        .with_attr("from", iq.attribute("to").unwrap_or_default())
+        .with_attr("to", iq.attribute("from").unwrap_or_default())
+        .with_attr("id", iq.attribute("id").unwrap_or_default())
         .build();
     if let Some(p) = payload {
         r.append_child(p);
@@ -73,8 +74,8 @@ fn denied(d: RoleDenied) -> StanzaError {
 
 /// A stanza to the service's own JID.
 pub async fn service_stanza(server: &Server, svc: &Service, stanza: &Element, to: &Jid) {
-    if stanza.name() != "iq" || !matches!(stanza.attr("type"), Some("get" | "set")) {
-        if stanza.name() == "message" && stanza.attr("type") != Some("error") {
+    if stanza.name() != "iq" || !matches!(stanza.attribute("type"), Some("get" | "set")) {
+        if stanza.name() == "message" && stanza.attribute("type") != Some("error") {
             refuse(server, stanza, StanzaError::new(Cond::ServiceUnavailable)).await;
         }
         return;
@@ -83,8 +84,11 @@ pub async fn service_stanza(server: &Server, svc: &Service, stanza: &Element, to
         refuse(server, stanza, StanzaError::new(Cond::BadRequest)).await;
         return;
     };
-    let get = stanza.attr("type") == Some("get");
-    let answer = if get && payload.is("query", ns::DISCO_INFO) && payload.attr("node").is_none() {
+    let get = stanza.attribute("type") == Some("get");
+    let answer = if get
+        && payload.is("query", ns::DISCO_INFO)
+        && payload.attribute("node").is_none()
+    {
         let mut q = Element::builder("query", ns::DISCO_INFO)
             .append(identity("conference", "text", SERVICE_NAME))
             .build();
@@ -98,7 +102,7 @@ pub async fn service_stanza(server: &Server, svc: &Service, stanza: &Element, to
             q.append_child(feature(f));
         }
         Ok(Some(q))
-    } else if get && payload.is("query", ns::DISCO_ITEMS) && payload.attr("node").is_none() {
+    } else if get && payload.is("query", ns::DISCO_ITEMS) && payload.attribute("node").is_none() {
         // §6.3: the public rooms, persistent (from storage) and temporary (in memory).
         let mut rooms: std::collections::BTreeMap<String, String> =
             super::store::listed(server, to.domain())
@@ -137,8 +141,8 @@ pub async fn service_stanza(server: &Server, svc: &Service, stanza: &Element, to
 impl Room {
     /// An IQ to the room or to an occupant.
     pub async fn on_iq(&mut self, server: &Server, svc: &Service, iq: Element, from: Jid) {
-        let kind = iq.attr("type").unwrap_or_default();
-        let Some(to) = iq.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let kind = iq.attribute("type").unwrap_or_default();
+        let Some(to) = iq.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
         if !matches!(kind, "get" | "set") {
@@ -278,7 +282,7 @@ impl Room {
         from: &Jid,
         q: &Element,
     ) -> Result<Option<Element>, StanzaError> {
-        if let Some(node) = q.attr("node") {
+        if let Some(node) = q.attribute("node") {
             if node != "x-roomuser-item" {
                 return Err(StanzaError::new(Cond::ItemNotFound));
             }
@@ -396,7 +400,7 @@ impl Room {
             ));
         }
         if let Some(d) = q.get_child("destroy", NS_MUC_OWNER) {
-            let venue = d.attr("jid").map(str::to_owned);
+            let venue = d.attribute("jid").map(str::to_owned);
             let reason = d.get_child("reason", NS_MUC_OWNER).map(|r| r.text());
             let password = d.get_child("password", NS_MUC_OWNER).map(|r| r.text());
             self.destroy(
@@ -412,7 +416,7 @@ impl Room {
         let Some(x) = q.get_child("x", NS_DATA) else {
             return Err(StanzaError::new(Cond::BadRequest));
         };
-        if x.attr("type") == Some("cancel") {
+        if x.attribute("type") == Some("cancel") {
             // §10.1.3: cancelling the initial configuration destroys the new room.
             if self.locked {
                 self.destroy(server, svc, None, None, None).await;
@@ -554,7 +558,7 @@ impl Room {
             .and_then(|n| self.occupants.get(n))
             .map_or(Role::None, |o| o.role);
         let mut out = Element::builder("query", NS_MUC_ADMIN).build();
-        if let Some(aff) = item.attr("affiliation") {
+        if let Some(aff) = item.attribute("affiliation") {
             let aff = Affiliation::parse(aff).ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
             let allowed = actor_aff >= Affiliation::Admin
                 || (aff == Affiliation::Member
@@ -578,7 +582,7 @@ impl Room {
                 }
                 out.append_child(el);
             }
-        } else if let Some(role) = item.attr("role") {
+        } else if let Some(role) = item.attribute("role") {
             let role = Role::parse(role).ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
             if actor_role != Role::Moderator || role == Role::None {
                 return Err(StanzaError::new(Cond::Forbidden));
@@ -629,10 +633,10 @@ impl Room {
         }
         for item in items {
             let reason = item.get_child("reason", NS_MUC_ADMIN).map(|r| r.text());
-            if let Some(aff) = item.attr("affiliation") {
+            if let Some(aff) = item.attribute("affiliation") {
                 let aff =
                     Affiliation::parse(aff).ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
-                let target = match (item.attr("jid"), item.attr("nick")) {
+                let target = match (item.attribute("jid"), item.attribute("nick")) {
                     (Some(j), _) => Jid::parse(j)
                         .map_err(|_| StanzaError::new(Cond::JidMalformed))?
                         .bare(),
@@ -654,10 +658,10 @@ impl Room {
                     owners.remove(&target);
                 }
                 changes.push(Change::Aff(target, aff, reason));
-            } else if let Some(role) = item.attr("role") {
+            } else if let Some(role) = item.attribute("role") {
                 let role = Role::parse(role).ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
                 let nick = item
-                    .attr("nick")
+                    .attribute("nick")
                     .ok_or_else(|| StanzaError::new(Cond::BadRequest))?;
                 let target = self
                     .occupants
@@ -903,8 +907,8 @@ mod tests {
             .parse()
             .unwrap();
         let r = result(&iq, None);
-        assert_eq!(r.attr("to"), Some("u@x/r"));
-        assert_eq!(r.attr("from"), Some("r@c.x"));
-        assert_eq!(r.attr("type"), Some("result"));
+        assert_eq!(r.attribute("to"), Some("u@x/r"));
+        assert_eq!(r.attribute("from"), Some("r@c.x"));
+        assert_eq!(r.attribute("type"), Some("result"));
     }
 }

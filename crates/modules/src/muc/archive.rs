@@ -17,6 +17,7 @@ use starling_core::xml::BuilderExt;
 use starling_core::{Server, SharedStanza};
 use starling_proto::error::{StanzaError, StanzaErrorCondition as Cond};
 use starling_proto::jid::Jid;
+use starling_proto::Attr;
 use starling_proto::{ns, writer};
 use starling_storage::{ArchiveItem, ArchiveQuery, StorageError};
 
@@ -93,7 +94,7 @@ impl Room {
         let item = self.archived(server, id).await?;
         let msg = parse(&item)?;
         msg.get_child("occupant-id", NS_OCCUPANT_ID)
-            .and_then(|o| o.attr("id"))
+            .and_then(|o| o.attribute("id"))
             .map(str::to_owned)
     }
 
@@ -116,7 +117,7 @@ impl Room {
         };
         let mut stone = Element::builder("message", ns::CLIENT)
             .with_attr("type", "groupchat")
-            .with_attr("from", old.attr("from").unwrap_or_default())
+            .with_attr("from", old.attribute("from").unwrap_or_default())
             .build();
         if let Some(oid) = old.get_child("occupant-id", NS_OCCUPANT_ID) {
             stone.append_child(oid.clone());
@@ -175,7 +176,7 @@ impl Room {
         if payload.get_child("retract", NS_RETRACT).is_none() {
             return Err(StanzaError::new(Cond::BadRequest));
         }
-        let Some(id) = payload.attr("id").map(str::to_owned) else {
+        let Some(id) = payload.attribute("id").map(str::to_owned) else {
             return Err(StanzaError::new(Cond::BadRequest));
         };
         let reason = payload.get_child("reason", NS_MODERATE).map(|r| r.text());

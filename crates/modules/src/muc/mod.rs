@@ -32,6 +32,7 @@ pub mod roles;
 pub mod room;
 pub mod store;
 
+use starling_proto::Attr;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -287,7 +288,7 @@ impl Service {
     }
 
     async fn handle(&self, server: &Server, room: &mut Room, stanza: Element) {
-        let Some(from) = stanza.attr("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
             return;
         };
         match stanza.name() {
@@ -330,16 +331,16 @@ impl Module for Muc {
             return;
         }
         let room = to.bare();
-        let copy = (stanza.attr("type") != Some("error")).then(|| stanza.clone());
+        let copy = (stanza.attribute("type") != Some("error")).then(|| stanza.clone());
         // Groupchat messages may be archived: the sender waits for the room (see the module
         // doc). Not what a room sends itself (an error bounced back to a room, say): its
         // task would wait for itself.
         let from_a_room = stanza
-            .attr("from")
+            .attribute("from")
             .and_then(|f| Jid::parse(f).ok())
             .is_some_and(|f| self.service.domains.iter().any(|d| d == f.domain()));
         let (done, handled) = if stanza.name() == "message"
-            && stanza.attr("type") == Some("groupchat")
+            && stanza.attribute("type") == Some("groupchat")
             && !from_a_room
         {
             let (tx, rx) = oneshot::channel();

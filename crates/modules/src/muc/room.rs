@@ -12,6 +12,7 @@
 //! changed; local sessions are reached directly ([`Server::deliver_to`], which still applies
 //! the per-session delivery filters), remote ones through [`Server::route`].
 
+use starling_proto::Attr;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -119,7 +120,7 @@ pub struct Room {
 /// How a stanza is sent: straight to a local session, or through the router.
 pub async fn deliver(server: &Server, el: Element, fast: bool) {
     if fast {
-        if let Some(to) = el.attr("to").and_then(|t| Jid::parse(t).ok()) {
+        if let Some(to) = el.attribute("to").and_then(|t| Jid::parse(t).ok()) {
             if to.resource().is_some() && server.config().is_local_host(to.domain()) {
                 if let Some(s) = server.router().session(&to) {
                     server.deliver_to(&s, &to, el).await;
@@ -171,8 +172,10 @@ impl HistoryRequest {
         let Some(h) = x.and_then(|x| x.get_child("history", NS_MUC)) else {
             return HistoryRequest::default();
         };
-        let num = |a: &str| h.attr(a).and_then(|v| v.trim().parse::<u64>().ok());
-        let mut since_ms = h.attr("since").and_then(crate::mam::query::parse_datetime);
+        let num = |a: &str| h.attribute(a).and_then(|v| v.trim().parse::<u64>().ok());
+        let mut since_ms = h
+            .attribute("since")
+            .and_then(crate::mam::query::parse_datetime);
         if let Some(s) = num("seconds") {
             let t = now_ms() - (s.min(u64::from(u32::MAX)) as i64) * 1000;
             since_ms = Some(since_ms.map_or(t, |x| x.max(t)));
@@ -447,11 +450,11 @@ impl Room {
 
     /// A presence to `room/nick` (or the bare room JID) from `from`.
     pub async fn on_presence(&mut self, server: &Server, svc: &Service, p: Element, from: Jid) {
-        let Some(to) = p.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = p.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
         let in_room = self.sessions.get(&from).cloned();
-        match p.attr("type") {
+        match p.attribute("type") {
             None => {
                 let Some(nick) = to.resource() else {
                     // §7.2.1: entering needs a nickname.
@@ -620,7 +623,10 @@ impl Room {
             self_codes.push(201);
         }
         // §7.2.1 / §7.2.19: the service normalised the nickname.
-        let raw_nick = p.attr("to").and_then(|t| t.split_once('/')).map(|(_, r)| r);
+        let raw_nick = p
+            .attribute("to")
+            .and_then(|t| t.split_once('/'))
+            .map(|(_, r)| r);
         if raw_nick.is_some_and(|r| r != nick) {
             self_codes.push(210);
         }
@@ -871,10 +877,10 @@ impl Room {
 
     /// A message to the room or to `room/nick`.
     pub async fn on_message(&mut self, server: &Server, svc: &Service, m: Element, from: Jid) {
-        let Some(to) = m.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = m.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             return;
         };
-        let mtype = m.attr("type").unwrap_or("normal");
+        let mtype = m.attribute("type").unwrap_or("normal");
         if mtype == "error" {
             // An occupant's client (or its server) failing: it is gone (§7.14, 333).
             if let Some(nick) = self.sessions.get(&from).cloned() {
@@ -942,7 +948,7 @@ impl Room {
         let occupant_id = self.occupant_id(&real);
         if let Some(r) = m.get_child("retract", NS_RETRACT) {
             // XEP-0424 §5.2: only the author retracts, as proven by its occupant id.
-            let target = r.attr("id").unwrap_or_default().to_owned();
+            let target = r.attribute("id").unwrap_or_default().to_owned();
             match self.archived_author(server, &target).await {
                 Some(author) if author == occupant_id => {
                     self.tombstone(server, &target, None).await;
@@ -1009,7 +1015,7 @@ impl Room {
             refuse(server, &m, StanzaError::new(Cond::NotAcceptable)).await;
             return;
         };
-        if m.attr("type") == Some("groupchat") {
+        if m.attribute("type") == Some("groupchat") {
             // §7.5: groupchat goes to the room, never to one occupant.
             refuse(server, &m, StanzaError::new(Cond::BadRequest)).await;
             return;
@@ -1061,7 +1067,7 @@ impl Room {
         }
         let mut changed = false;
         for inv in x.children().filter(|c| c.is("invite", NS_MUC_USER)) {
-            let Some(invitee) = inv.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+            let Some(invitee) = inv.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
                 refuse(server, m, StanzaError::new(Cond::JidMalformed)).await;
                 return;
             };
@@ -1112,7 +1118,7 @@ impl Room {
     }
 
     async fn decline(&self, server: &Server, m: &Element, d: &Element, from: &Jid) {
-        let Some(inviter) = d.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(inviter) = d.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
             refuse(server, m, StanzaError::new(Cond::JidMalformed)).await;
             return;
         };
@@ -1400,7 +1406,7 @@ mod tests {
             let mut bytes = Vec::new();
             shared.write_to(&to, &mut bytes);
             let got: Element = String::from_utf8(bytes).unwrap().parse().unwrap();
-            assert_eq!(got.attr("to"), Some(full.as_str()));
+            assert_eq!(got.attribute("to"), Some(full.as_str()));
             assert_eq!(
                 got.get_child("body", ns::CLIENT).map(|b| b.text()),
                 Some("hi".into())

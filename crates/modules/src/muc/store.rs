@@ -11,6 +11,7 @@ use starling_core::xml::BuilderExt;
 use starling_core::Server;
 use starling_proto::jid::Jid;
 use starling_proto::writer;
+use starling_proto::Attr;
 use starling_storage::{ArchiveQuery, StorageError};
 
 use super::config::FORM_ROOMCONFIG;
@@ -57,7 +58,7 @@ fn decode(room: &mut Room, svc: &Service, bytes: &[u8]) -> Option<()> {
     if !doc.is("room", NS_STORE) {
         return None;
     }
-    room.salt = doc.attr("salt")?.to_owned();
+    room.salt = doc.attribute("salt")?.to_owned();
     if let Some(form) = doc.get_child("x", crate::pep::config::NS_DATA) {
         let fields = submitted_fields(form, FORM_ROOMCONFIG).ok()?;
         room.config
@@ -67,13 +68,13 @@ fn decode(room: &mut Room, svc: &Service, bytes: &[u8]) -> Option<()> {
     if let Some(s) = doc.get_child("subject", NS_STORE) {
         room.subject = Subject {
             text: s.text(),
-            nick: s.attr("nick").unwrap_or_default().to_owned(),
+            nick: s.attribute("nick").unwrap_or_default().to_owned(),
         };
     }
     for a in doc.children().filter(|c| c.is("affiliation", NS_STORE)) {
         let (Some(jid), Some(aff)) = (
-            a.attr("jid").and_then(|j| Jid::parse(j).ok()),
-            a.attr("affiliation").and_then(Affiliation::parse),
+            a.attribute("jid").and_then(|j| Jid::parse(j).ok()),
+            a.attribute("affiliation").and_then(Affiliation::parse),
         ) else {
             continue;
         };
@@ -81,8 +82,8 @@ fn decode(room: &mut Room, svc: &Service, bytes: &[u8]) -> Option<()> {
             jid,
             AffEntry {
                 affiliation: aff,
-                nick: a.attr("nick").map(str::to_owned),
-                reason: a.attr("reason").map(str::to_owned),
+                nick: a.attribute("nick").map(str::to_owned),
+                reason: a.attribute("reason").map(str::to_owned),
             },
         );
     }

@@ -7,6 +7,7 @@
 
 use minidom::Element;
 use starling_core::xml::BuilderExt;
+use starling_proto::Attr;
 
 /// `jabber:x:data` (XEP-0004).
 pub const NS_DATA: &str = "jabber:x:data";
@@ -160,12 +161,14 @@ pub fn submitted_fields(
     x: &Element,
     form_type: &str,
 ) -> Result<Vec<(String, Vec<String>)>, FormError> {
-    if !x.is("x", NS_DATA) || !matches!(x.attr("type"), Some("submit") | None) {
+    if !x.is("x", NS_DATA) || !matches!(x.attribute("type"), Some("submit") | None) {
         return Err(FormError::Invalid("expected a submitted data form".into()));
     }
     let mut out = Vec::new();
     for f in x.children().filter(|c| c.is("field", NS_DATA)) {
-        let Some(var) = f.attr("var") else { continue };
+        let Some(var) = f.attribute("var") else {
+            continue;
+        };
         let values: Vec<String> = f
             .children()
             .filter(|v| v.is("value", NS_DATA))
@@ -378,25 +381,25 @@ impl NodeConfig {
         if !el.is("node", NS_STORED) {
             return None;
         }
-        let flag = |name: &str| el.attr(name) == Some("1");
+        let flag = |name: &str| el.attribute(name) == Some("1");
         let config = NodeConfig {
-            access_model: AccessModel::parse(el.attr("access")?)?,
+            access_model: AccessModel::parse(el.attribute("access")?)?,
             roster_groups: el
                 .children()
                 .filter(|c| c.is("group", NS_STORED))
                 .map(|c| c.text())
                 .collect(),
             persist_items: flag("persist"),
-            max_items: el.attr("max")?.parse().ok()?,
+            max_items: el.attribute("max")?.parse().ok()?,
             notify_retract: flag("notify-retract"),
             notify_delete: flag("notify-delete"),
             deliver_notifications: flag("deliver"),
             deliver_payloads: flag("payloads"),
-            send_last: SendLast::parse(el.attr("send-last")?)?,
-            title: el.attr("title").unwrap_or_default().to_owned(),
-            payload_type: el.attr("type").unwrap_or_default().to_owned(),
+            send_last: SendLast::parse(el.attribute("send-last")?)?,
+            title: el.attribute("title").unwrap_or_default().to_owned(),
+            payload_type: el.attribute("type").unwrap_or_default().to_owned(),
         };
-        Some((config, el.attr("seq")?.parse().ok()?))
+        Some((config, el.attribute("seq")?.parse().ok()?))
     }
 }
 

@@ -12,6 +12,7 @@
 //! cache, per owner the full JIDs that want notifications and their nodes, and the queries
 //! in flight.
 
+use starling_proto::Attr;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -51,9 +52,9 @@ impl CapsRef {
     pub fn of(presence: &Element) -> Option<CapsRef> {
         let c = presence.get_child("c", NS_CAPS)?;
         Some(CapsRef {
-            node: c.attr("node")?.to_owned(),
-            ver: c.attr("ver")?.to_owned(),
-            hash: c.attr("hash").map(str::to_owned),
+            node: c.attribute("node")?.to_owned(),
+            ver: c.attribute("ver")?.to_owned(),
+            hash: c.attribute("hash").map(str::to_owned),
         })
     }
 
@@ -71,7 +72,11 @@ pub fn notify_set(query: &Element) -> BTreeSet<String> {
     query
         .children()
         .filter(|c| c.is("feature", ns::DISCO_INFO))
-        .filter_map(|f| f.attr("var")?.strip_suffix("+notify").map(str::to_owned))
+        .filter_map(|f| {
+            f.attribute("var")?
+                .strip_suffix("+notify")
+                .map(str::to_owned)
+        })
         .filter(|n| !n.is_empty())
         .collect()
 }
@@ -88,14 +93,14 @@ fn forms_string(query: &Element) -> Option<String> {
         let mut form_type = None;
         let mut fields = Vec::new();
         for f in x.children().filter(|c| c.is("field", "jabber:x:data")) {
-            let var = f.attr("var").unwrap_or_default().to_owned();
+            let var = f.attribute("var").unwrap_or_default().to_owned();
             let mut values: Vec<String> = f
                 .children()
                 .filter(|v| v.is("value", "jabber:x:data"))
                 .map(|v| v.text())
                 .collect();
             if var == "FORM_TYPE" {
-                if f.attr("type") != Some("hidden") {
+                if f.attribute("type") != Some("hidden") {
                     return None;
                 }
                 form_type = values.into_iter().next();
@@ -137,16 +142,16 @@ pub fn verifies(query: &Element, ver: &str) -> bool {
         .children()
         .filter(|c| c.is("identity", ns::DISCO_INFO))
         .map(|i| Identity {
-            category: i.attr("category").unwrap_or_default(),
-            kind: i.attr("type").unwrap_or_default(),
+            category: i.attribute("category").unwrap_or_default(),
+            kind: i.attribute("type").unwrap_or_default(),
             lang: i.attr_ns(ns::XML, "lang").unwrap_or_default(),
-            name: i.attr("name").unwrap_or_default(),
+            name: i.attribute("name").unwrap_or_default(),
         })
         .collect();
     let features: Vec<&str> = query
         .children()
         .filter(|c| c.is("feature", ns::DISCO_INFO))
-        .filter_map(|f| f.attr("var"))
+        .filter_map(|f| f.attribute("var"))
         .collect();
     let unique_ids: HashSet<_> = identities
         .iter()
@@ -314,7 +319,7 @@ impl Interest {
         self.inflight.remove(&(p.entity.clone(), p.ver.clone()));
         let query = iq
             .get_child("query", ns::DISCO_INFO)
-            .filter(|_| iq.attr("type") == Some("result"));
+            .filter(|_| iq.attribute("type") == Some("result"));
         let nodes: NotifySet = Arc::new(query.map(notify_set).unwrap_or_default());
         if let (Some(key), Some(q)) = (&p.key, query) {
             if verifies(q, &p.ver) {

@@ -37,6 +37,7 @@ pub mod config;
 pub mod interest;
 pub mod store;
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
@@ -121,7 +122,7 @@ fn form_error(e: FormError) -> StanzaError {
 
 /// The node attribute of a request, checked.
 fn node_attr(el: &Element) -> Result<&str, StanzaError> {
-    match el.attr("node") {
+    match el.attribute("node") {
         Some(n) if !n.is_empty() && n.len() <= MAX_NAME_BYTES => Ok(n),
         Some(n) if !n.is_empty() => Err(StanzaError::with_text(
             Cond::NotAcceptable,
@@ -383,8 +384,8 @@ impl Pep {
     /// The answer to one of our caps queries.
     async fn caps_answer(&self, server: &Server, iq: &Element) -> Outcome {
         let (Some(id), Some(from)) = (
-            iq.attr("id"),
-            iq.attr("from").and_then(|f| Jid::parse(f).ok()),
+            iq.attribute("id"),
+            iq.attribute("from").and_then(|f| Jid::parse(f).ok()),
         ) else {
             return Outcome::Pass;
         };
@@ -422,7 +423,7 @@ impl Pep {
         if bytes.len() > limits.max_item_bytes {
             return Err(pubsub_error(Cond::NotAcceptable, "payload-too-big"));
         }
-        let id = match item.attr("id") {
+        let id = match item.attribute("id") {
             Some(id) if !id.is_empty() && id.len() <= MAX_NAME_BYTES => id.to_owned(),
             Some(id) if !id.is_empty() => {
                 return Err(StanzaError::with_text(
@@ -513,7 +514,7 @@ impl Pep {
         let ids: Vec<&str> = retract
             .children()
             .filter(|c| c.is("item", NS_PUBSUB))
-            .filter_map(|c| c.attr("id"))
+            .filter_map(|c| c.attribute("id"))
             .collect();
         if ids.is_empty() {
             return Err(pubsub_error(Cond::BadRequest, "item-required"));
@@ -540,7 +541,7 @@ impl Pep {
         if gone.is_empty() {
             return Err(StanzaError::new(Cond::ItemNotFound));
         }
-        let asked = matches!(retract.attr("notify"), Some("true" | "1"));
+        let asked = matches!(retract.attribute("notify"), Some("true" | "1"));
         if asked || config.notify_retract {
             let mut event = Element::builder("items", NS_PUBSUB_EVENT).with_attr("node", node);
             for id in gone {
@@ -559,7 +560,7 @@ impl Pep {
         let wanted: Vec<&str> = req
             .children()
             .filter(|c| c.is("item", NS_PUBSUB))
-            .filter_map(|c| c.attr("id"))
+            .filter_map(|c| c.attribute("id"))
             .collect();
         let mut items = self
             .store
@@ -571,7 +572,7 @@ impl Pep {
             if items.is_empty() {
                 return Err(StanzaError::new(Cond::ItemNotFound));
             }
-        } else if let Some(max) = req.attr("max_items") {
+        } else if let Some(max) = req.attribute("max_items") {
             let max: usize = max.parse().map_err(|_| {
                 StanzaError::with_text(Cond::BadRequest, "max_items is not a number")
             })?;
@@ -594,7 +595,7 @@ impl Pep {
         create: &Element,
         configure: Option<&Element>,
     ) -> IqResponse {
-        let node = match create.attr("node") {
+        let node = match create.attribute("node") {
             // Instant nodes (XEP-0060 §8.1.2) make no sense for PEP's one node per namespace.
             None => return Err(pubsub_error(Cond::NotAcceptable, "nodeid-required")),
             Some(_) => node_attr(create)?,
@@ -661,7 +662,7 @@ impl Pep {
         let Some(x) = configure.get_child("x", config::NS_DATA) else {
             return Err(StanzaError::new(Cond::BadRequest));
         };
-        if x.attr("type") == Some("cancel") {
+        if x.attribute("type") == Some("cancel") {
             return Ok(None);
         }
         let fields = config::submitted_fields(x, config::FORM_NODE_CONFIG).map_err(form_error)?;
@@ -850,7 +851,7 @@ impl Module for Pep {
         let owner = iq.to.bare();
         let who = iq.from.bare();
         let info = iq.payload.ns() == ns::DISCO_INFO;
-        let Some(node) = iq.payload.attr("node") else {
+        let Some(node) = iq.payload.attribute("node") else {
             if info {
                 return Some(vec![Element::builder("identity", ns::DISCO_INFO)
                     .with_attr("category", "pubsub")
@@ -922,12 +923,13 @@ impl Module for Pep {
                 Outcome::Pass
             };
         }
-        if stanza.name() != "presence" || !matches!(stanza.attr("type"), None | Some("unavailable"))
+        if stanza.name() != "presence"
+            || !matches!(stanza.attribute("type"), None | Some("unavailable"))
         {
             return Outcome::Pass;
         }
         let Some(from) = stanza
-            .attr("from")
+            .attribute("from")
             .and_then(|f| Jid::parse(f).ok())
             .filter(|f| f.resource().is_some())
         else {
@@ -937,7 +939,7 @@ impl Module for Pep {
             // The owner's own resources (XEP-0163 §4 rule 3).
             Hook::Broadcast => from.bare(),
             Hook::Account => {
-                let Some(owner) = stanza.attr("to").and_then(|t| Jid::parse(t).ok()) else {
+                let Some(owner) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
                     return Outcome::Pass;
                 };
                 let owner = owner.bare();
@@ -980,7 +982,7 @@ impl Module for Pep {
 /// The caps of an available presence of non-negative priority: the only kind that makes an
 /// entity want notifications (XEP-0163 §4.2); any other presence ends its interest.
 fn usable_caps(presence: &Element) -> Option<CapsRef> {
-    let available = presence.attr("type").is_none();
+    let available = presence.attribute("type").is_none();
     let priority = presence
         .get_child("priority", ns::CLIENT)
         .and_then(|p| p.text().trim().parse::<i8>().ok())

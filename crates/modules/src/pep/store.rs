@@ -9,6 +9,7 @@
 //! striped by a hash of the bare JID, held across the storage awaits (that is what makes
 //! publish + trim atomic) but never across routing.
 
+use starling_proto::Attr;
 use std::hash::BuildHasher;
 
 use minidom::Element;
@@ -60,9 +61,9 @@ impl Item {
             return None;
         }
         Some(Item {
-            id: el.attr("id")?.to_owned(),
-            seq: el.attr("seq")?.parse().ok()?,
-            when_ms: el.attr("when")?.parse().ok()?,
+            id: el.attribute("id")?.to_owned(),
+            seq: el.attribute("seq")?.parse().ok()?,
+            when_ms: el.attribute("when")?.parse().ok()?,
             payload: el.children().next()?.clone(),
         })
     }

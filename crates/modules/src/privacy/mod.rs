@@ -36,6 +36,7 @@
 
 pub mod rules;
 
+use starling_proto::Attr;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -144,11 +145,11 @@ fn exempt(user: &Jid, other: &Jid) -> bool {
 }
 
 fn from_jid(stanza: &Element) -> Option<Jid> {
-    stanza.attr("from").and_then(|f| Jid::parse(f).ok())
+    stanza.attribute("from").and_then(|f| Jid::parse(f).ok())
 }
 
 fn to_jid(stanza: &Element) -> Option<Jid> {
-    stanza.attr("to").and_then(|f| Jid::parse(f).ok())
+    stanza.attribute("to").and_then(|f| Jid::parse(f).ok())
 }
 
 fn unavailable(from: &Jid, to: &Jid) -> Element {
@@ -365,8 +366,8 @@ impl Privacy {
             return Outcome::Pass;
         };
         let answerable = match stanza.name() {
-            "iq" => matches!(stanza.attr("type"), Some("get" | "set")),
-            _ => stanza.attr("type") != Some("error"),
+            "iq" => matches!(stanza.attribute("type"), Some("get" | "set")),
+            _ => stanza.attribute("type") != Some("error"),
         };
         if answerable {
             // XEP-0016 §2.12 / XEP-0191 §3.3. Delivered straight to the sender's session: it
@@ -477,8 +478,8 @@ impl Privacy {
             // Messages and IQ requests bounce (XEP-0016 §2.10, XEP-0191 §3.3:
             // service-unavailable, as if the user did not exist); presence vanishes.
             let bounces = match stanza.name() {
-                "message" => stanza.attr("type") != Some("error"),
-                "iq" => matches!(stanza.attr("type"), Some("get" | "set")),
+                "message" => stanza.attribute("type") != Some("error"),
+                "iq" => matches!(stanza.attribute("type"), Some("get" | "set")),
                 _ => false,
             };
             if bounces {
@@ -522,7 +523,7 @@ impl Privacy {
 
     fn on_broadcast(&self, stanza: &Element) {
         let Some(from) = from_jid(stanza) else { return };
-        let available = match stanza.attr("type") {
+        let available = match stanza.attribute("type") {
             None => true,
             Some("unavailable") => false,
             _ => return,
@@ -872,7 +873,7 @@ impl Privacy {
                 [] => self.list_names(server, &user, session).await,
                 [one] if one.name() == "list" => {
                     let name = one
-                        .attr("name")
+                        .attribute("name")
                         .ok_or_else(|| bad_request("list without a name"))?;
                     match self
                         .load_list(server, &user, name)
@@ -895,11 +896,11 @@ impl Privacy {
                 };
                 match one.name() {
                     "active" => {
-                        self.set_active(server, &user, session, one.attr("name"))
+                        self.set_active(server, &user, session, one.attribute("name"))
                             .await
                     }
                     "default" => {
-                        self.set_default(server, &user, session, one.attr("name"))
+                        self.set_default(server, &user, session, one.attribute("name"))
                             .await
                     }
                     "list" => self.set_list(server, &user, session, one).await,
@@ -1092,7 +1093,7 @@ impl Privacy {
         el: &Element,
     ) -> IqResponse {
         let name = el
-            .attr("name")
+            .attribute("name")
             .filter(|n| !n.is_empty())
             .ok_or_else(|| bad_request("list without a name"))?;
         let removal = !el
@@ -1358,7 +1359,7 @@ fn parse_items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
     let mut out = Vec::new();
     for item in el.children().filter(|c| c.is("item", NS_BLOCKING)) {
         let jid = item
-            .attr("jid")
+            .attribute("jid")
             .and_then(|j| Jid::parse(j).ok())
             .ok_or_else(|| StanzaError::new(Cond::JidMalformed))?;
         if out.len() >= rules::MAX_ITEMS {

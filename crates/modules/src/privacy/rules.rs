@@ -6,6 +6,7 @@
 use minidom::Element;
 use starling_core::xml::BuilderExt;
 use starling_proto::jid::Jid;
+use starling_proto::Attr;
 
 /// The privacy lists namespace (XEP-0016).
 pub const NS_PRIVACY: &str = "jabber:iq:privacy";
@@ -62,7 +63,7 @@ impl Kind {
 
 /// Presence notifications are presence without a type or of type `unavailable` (XEP-0016 §2).
 fn is_notification(stanza: &Element) -> bool {
-    stanza.name() == "presence" && matches!(stanza.attr("type"), None | Some("unavailable"))
+    stanza.name() == "presence" && matches!(stanza.attribute("type"), None | Some("unavailable"))
 }
 
 const MESSAGE: u8 = 1;
@@ -276,7 +277,7 @@ impl PrivacyList {
     /// the caller handles before parsing).
     pub fn from_element(el: &Element) -> Result<PrivacyList, ListError> {
         let name = el
-            .attr("name")
+            .attribute("name")
             .filter(|n| !n.is_empty())
             .ok_or(ListError::BadRequest("list without a name"))?;
         let mut rules = Vec::new();
@@ -331,19 +332,19 @@ impl PrivacyList {
 }
 
 fn parse_item(item: &Element) -> Result<Rule, ListError> {
-    let allow = match item.attr("action") {
+    let allow = match item.attribute("action") {
         Some("allow") => true,
         Some("deny") => false,
         _ => return Err(ListError::BadRequest("item action must be allow or deny")),
     };
     let order = item
-        .attr("order")
+        .attribute("order")
         .and_then(|o| o.parse::<u32>().ok())
         .ok_or(ListError::BadRequest(
             "item order must be a non-negative integer",
         ))?;
-    let value = item.attr("value");
-    let matcher = match (item.attr("type"), value) {
+    let value = item.attribute("value");
+    let matcher = match (item.attribute("type"), value) {
         (None, _) => Matcher::Any,
         (Some("jid"), Some(v)) => Matcher::Jid(
             Jid::parse(v).map_err(|_| ListError::BadRequest("item value is not a valid JID"))?,

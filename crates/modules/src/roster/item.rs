@@ -10,6 +10,7 @@ use minidom::Element;
 use starling_core::xml::BuilderExt;
 use starling_proto::jid::Jid;
 use starling_proto::writer;
+use starling_proto::Attr;
 
 use super::subscription::{State, Sub};
 
@@ -140,11 +141,11 @@ impl RosterItem {
         if !el.is("item", NS_STORED) {
             return None;
         }
-        let jid = Jid::parse(el.attr("jid")?).ok()?;
-        let state = State::from_name(el.attr("state")?)?;
+        let jid = Jid::parse(el.attribute("jid")?).ok()?;
+        let state = State::from_name(el.attribute("state")?)?;
         Some(RosterItem {
             jid,
-            name: el.attr("name").map(str::to_owned),
+            name: el.attribute("name").map(str::to_owned),
             groups: el
                 .children()
                 .filter(|c| c.is("group", NS_STORED))
@@ -152,9 +153,9 @@ impl RosterItem {
                 .collect(),
             sub: Sub {
                 state,
-                approved: el.attr("approved") == Some("1"),
+                approved: el.attribute("approved") == Some("1"),
             },
-            listed: el.attr("listed") != Some("0"),
+            listed: el.attribute("listed") != Some("0"),
             request: el
                 .get_child("request", NS_STORED)
                 .and_then(|r| r.children().next().cloned()),
@@ -200,14 +201,14 @@ mod tests {
         };
         item.groups = vec!["G".into()];
         let el = item.to_wire();
-        assert_eq!(el.attr("subscription"), Some("none"));
-        assert_eq!(el.attr("ask"), Some("subscribe"));
-        assert_eq!(el.attr("approved"), Some("true"));
-        assert_eq!(el.attr("name"), None);
+        assert_eq!(el.attribute("subscription"), Some("none"));
+        assert_eq!(el.attribute("ask"), Some("subscribe"));
+        assert_eq!(el.attribute("approved"), Some("true"));
+        assert_eq!(el.attribute("name"), None);
         assert_eq!(el.children().count(), 1);
         item.sub = Sub::new(State::ToPendingIn);
         let el = item.to_wire();
-        assert_eq!(el.attr("subscription"), Some("to"));
-        assert_eq!(el.attr("ask"), None, "pending-in is not shown");
+        assert_eq!(el.attribute("subscription"), Some("to"));
+        assert_eq!(el.attribute("ask"), None, "pending-in is not shown");
     }
 }

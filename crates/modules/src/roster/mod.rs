@@ -25,6 +25,7 @@ pub mod item;
 pub mod store;
 pub mod subscription;
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -61,7 +62,7 @@ fn stored_request(stanza: &Element) -> Element {
     }
     let mut b = Element::builder("presence", ns::CLIENT).with_attr("type", "subscribe");
     for attr in ["from", "to", "id"] {
-        if let Some(v) = stanza.attr(attr) {
+        if let Some(v) = stanza.attribute(attr) {
             b = b.with_attr(attr, v);
         }
     }
@@ -172,7 +173,7 @@ impl Roster {
             self.interested.lock().insert(iq.from.clone(), session.id());
         }
         let ver = self.store.version(server, user).await.map_err(internal)?;
-        let client_ver = iq.payload.attr("ver");
+        let client_ver = iq.payload.attribute("ver");
         if client_ver == Some(ver.to_string().as_str()) {
             // §2.6.3: the client's cache is current; changes from now on arrive as pushes.
             return Ok(None);
@@ -197,7 +198,7 @@ impl Roster {
             ));
         };
         let jid = el
-            .attr("jid")
+            .attribute("jid")
             .ok_or_else(|| bad(Cond::BadRequest, "item without a jid"))?;
         let jid = Jid::parse(jid).map_err(|_| StanzaError::new(Cond::JidMalformed))?;
         if jid.bare() == *user {
@@ -206,11 +207,11 @@ impl Roster {
                 "you cannot add yourself to your roster",
             ));
         }
-        if el.attr("subscription") == Some("remove") {
+        if el.attribute("subscription") == Some("remove") {
             return self.remove(server, user, &jid).await;
         }
         let limits = self.store.limits();
-        let name = el.attr("name").map(str::to_owned);
+        let name = el.attribute("name").map(str::to_owned);
         if name
             .as_ref()
             .is_some_and(|n| n.len() > limits.max_name_bytes)
@@ -305,8 +306,8 @@ impl Roster {
     /// The user sends a subscription stanza (RFC 6121 Appendix A.2).
     async fn outbound(&self, server: &Server, stanza: &Element, kind: Kind) {
         let (Some(from), Some(to)) = (
-            stanza.attr("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attr("to").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
         ) else {
             return;
         };
@@ -402,8 +403,8 @@ impl Roster {
     /// A subscription stanza arrives for a local user (RFC 6121 Appendix A.3).
     async fn inbound(&self, server: &Server, stanza: &Element, kind: Kind) -> Outcome {
         let (Some(from), Some(to)) = (
-            stanza.attr("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attr("to").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
+            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
         ) else {
             return Outcome::Handled;
         };
@@ -547,7 +548,7 @@ impl Module for Roster {
         if stanza.name() != "presence" {
             return Outcome::Pass;
         }
-        let Some(kind) = Kind::parse(stanza.attr("type")) else {
+        let Some(kind) = Kind::parse(stanza.attribute("type")) else {
             return Outcome::Pass;
         };
         match hook {
@@ -700,8 +701,8 @@ mod tests {
         assert!(!item.listed);
         assert_eq!(item.sub.state, subscription::State::NonePendingIn);
         let stored = item.request.as_ref().unwrap();
-        assert_eq!(stored.attr("id"), Some("r1"));
-        assert_eq!(stored.attr("from"), Some("b@x"));
+        assert_eq!(stored.attribute("id"), Some("r1"));
+        assert_eq!(stored.attribute("from"), Some("b@x"));
         assert_eq!(
             stored.children().count(),
             0,

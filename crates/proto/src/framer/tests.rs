@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::error::StreamErrorCondition;
+use crate::Attr;
 
 const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
     xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0' xml:lang='en'>";
@@ -100,7 +101,7 @@ fn normal_c2s_stream() {
     let StreamEvent::Stanza(msg) = &events[4] else {
         unreachable!()
     };
-    assert_eq!(msg.attr("to"), Some("romeo@example.net"));
+    assert_eq!(msg.attribute("to"), Some("romeo@example.net"));
     assert_eq!(msg.attr_ns(ns::XML, "lang"), Some("en"));
     let body = msg.get_child("body", ns::CLIENT).unwrap();
     assert_eq!(

@@ -9,6 +9,7 @@
 //! result. On a fresh server the first complete pass of every account returns what that
 //! account sent or received, so `first_pass_messages` = 2 x sent.
 
+use starling_proto::Attr;
 use std::time::Duration;
 
 use minidom::Element;
@@ -210,7 +211,7 @@ async fn query_loop(
                 t.last = Instant::now();
                 let complete = fin
                     .as_ref()
-                    .and_then(|f| f.attr("complete"))
+                    .and_then(|f| f.attribute("complete"))
                     .is_some_and(|c| c == "true" || c == "1");
                 let last = fin
                     .as_ref()
@@ -248,12 +249,12 @@ async fn read_page(
             "message"
                 if st
                     .get_child("result", NS_MAM)
-                    .is_some_and(|r| r.attr("queryid") == Some(queryid)) =>
+                    .is_some_and(|r| r.attribute("queryid") == Some(queryid)) =>
             {
                 count += 1;
             }
-            "iq" if st.attr("id") == Some(iq_id) => {
-                return match st.attr("type") {
+            "iq" if st.attribute("id") == Some(iq_id) => {
+                return match st.attribute("type") {
                     Some("result") => Ok((count, st.get_child("fin", NS_MAM).cloned())),
                     _ => Err("MAM query refused".into()),
                 };

@@ -12,6 +12,7 @@
 //! which drives the same pairs, window and message bytes through a byte relay, and with
 //! `archive` and `churn`, which run `chat` as a phase.
 
+use starling_proto::Attr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -466,7 +467,7 @@ async fn receive_loop(
             continue;
         }
         let now = micros(base.elapsed());
-        let parsed = (stanza.attr("type") != Some("error"))
+        let parsed = (stanza.attribute("type") != Some("error"))
             .then(|| stanza.get_child("body", starling_proto::ns::CLIENT))
             .flatten()
             .and_then(|b| parse_body(&b.text()));

@@ -16,6 +16,7 @@
 //! sender's own echo counts: a room reflects a message to every occupant). Every occupant
 //! counts what it receives per sender ([`super::fanout`]).
 
+use starling_proto::Attr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -326,10 +327,10 @@ impl Occupant {
         let own = tokio::time::timeout(JOIN_TIMEOUT, async {
             loop {
                 let st = client.recv().await.map_err(|e| e.to_string())?;
-                if st.name() != "presence" || st.attr("from") != Some(occupant_jid.as_str()) {
+                if st.name() != "presence" || st.attribute("from") != Some(occupant_jid.as_str()) {
                     continue;
                 }
-                if st.attr("type") == Some("error") {
+                if st.attribute("type") == Some("error") {
                     return Err(format!(
                         "join refused: {}",
                         starling_proto::writer::element_to_string(&st)
@@ -340,11 +341,11 @@ impl Occupant {
                     .map(|x| {
                         x.children()
                             .filter(|c| c.is("status", NS_MUC_USER))
-                            .filter_map(|c| c.attr("code").map(str::to_owned))
+                            .filter_map(|c| c.attribute("code").map(str::to_owned))
                             .collect()
                     })
                     .unwrap_or_default();
-                if codes.iter().any(|c| c == "110") || st.attr("type").is_none() {
+                if codes.iter().any(|c| c == "110") || st.attribute("type").is_none() {
                     return Ok(codes);
                 }
             }
@@ -361,7 +362,7 @@ impl Occupant {
                 .await
                 .map_err(|_| format!("{}: no answer to the instant-room form", self.room))?
                 .map_err(|e| format!("{}: {e}", self.room))?;
-            if answer.attr("type") != Some("result") {
+            if answer.attribute("type") != Some("result") {
                 return Err(format!(
                     "{}: instant room refused: {}",
                     self.room,
@@ -377,13 +378,13 @@ fn classify(opts: &BenchOptions, room: &str, st: &Stanza) -> Seen {
     if st.name() != "message" {
         return Seen::Other;
     }
-    let Some((from_room, nick)) = st.attr("from").and_then(|f| f.split_once('/')) else {
+    let Some((from_room, nick)) = st.attribute("from").and_then(|f| f.split_once('/')) else {
         return Seen::Other;
     };
     if from_room != room {
         return Seen::Other;
     }
-    if st.attr("type") == Some("error") {
+    if st.attribute("type") == Some("error") {
         return Seen::Error;
     }
     let Some(body) = st.get_child("body", ns::CLIENT) else {

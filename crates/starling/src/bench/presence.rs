@@ -12,6 +12,7 @@
 //! changes status (`<show>away</show><status>SEQ MICROS</status>`), each with at most W
 //! changes not yet seen by all K contacts ([`super::fanout`]).
 
+use starling_proto::Attr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -195,12 +196,12 @@ fn classify(opts: &BenchOptions, st: &Stanza, me: usize, contacts: usize, group:
     if st.name() != "presence" {
         return Seen::Other;
     }
-    match st.attr("type") {
+    match st.attribute("type") {
         Some("error") => return Seen::Error,
         None => {}
         Some(_) => return Seen::Other,
     }
-    let Some(from) = st.attr("from").and_then(|f| index_of(opts, f)) else {
+    let Some(from) = st.attribute("from").and_then(|f| index_of(opts, f)) else {
         return Seen::Other;
     };
     if from == me || from / (contacts + 1) != group {
@@ -241,10 +242,10 @@ async fn login_presences(
             r = client.recv() => match r { Ok(s) => s, Err(_) => break },
             _ = tokio::time::sleep_until(deadline) => break,
         };
-        if st.name() != "presence" || st.attr("type").is_some() {
+        if st.name() != "presence" || st.attribute("type").is_some() {
             continue;
         }
-        let Some(from) = st.attr("from").and_then(|f| index_of(&opts, f)) else {
+        let Some(from) = st.attribute("from").and_then(|f| index_of(&opts, f)) else {
             continue;
         };
         if from != me && from / (contacts + 1) == group && !seen[from % (contacts + 1)] {
@@ -362,9 +363,9 @@ async fn subscribe_all(
             },
             _ = tokio::time::sleep(SETUP_TICK) => continue,
         };
-        match (st.name(), st.attr("type")) {
+        match (st.name(), st.attribute("type")) {
             ("presence", Some("subscribe")) => {
-                let from = st.attr("from").unwrap_or_default();
+                let from = st.attribute("from").unwrap_or_default();
                 let bare = from.split('/').next().unwrap_or_default().to_owned();
                 if wanted.contains(&bare) {
                     if let Err(e) = client.send(&presence_to(&bare, "subscribed")).await {
@@ -378,7 +379,7 @@ async fn subscribe_all(
                     update_roster(&mut roster, q);
                     let reply = Element::builder("iq", ns::CLIENT)
                         .attr(attr("type"), "result")
-                        .attr(attr("id"), st.attr("id").unwrap_or_default())
+                        .attr(attr("id"), st.attribute("id").unwrap_or_default())
                         .build();
                     if let Err(e) = client.send(&reply).await {
                         result = Err(format!("{me}: {e}"));
@@ -401,8 +402,8 @@ async fn subscribe_all(
 
 fn update_roster(roster: &mut HashMap<String, String>, query: &Element) {
     for item in query.children().filter(|c| c.is("item", NS_ROSTER)) {
-        if let Some(jid) = item.attr("jid") {
-            let sub = item.attr("subscription").unwrap_or("none").to_owned();
+        if let Some(jid) = item.attribute("jid") {
+            let sub = item.attribute("subscription").unwrap_or("none").to_owned();
             if sub == "remove" {
                 roster.remove(jid);
             } else {
