@@ -78,6 +78,20 @@ mod tests {
     }
 
     #[test]
+    fn put_touches_only_the_plain_attribute() {
+        let mut el: Element = "<message xmlns='jabber:client' xmlns:x='urn:x' x:to='ns' id='1'/>"
+            .parse()
+            .unwrap();
+        el.put_attr("to", "a@b");
+        el.put_attr("to", "c@d");
+        el.put_attr("id", "2");
+        assert_eq!(el.attr("to"), Some("c@d"));
+        assert_eq!(el.attr("id"), Some("2"));
+        assert_eq!(el.attr_ns("urn:x", "to"), Some("ns"));
+        assert_eq!(el.attrs().iter().count(), 3);
+    }
+
+    #[test]
     fn renaming_moves_the_stanza_and_same_namespace_children_only() {
         let el: Element = "<message xmlns='jabber:client' to='b@b.test'><body>hi</body><x xmlns='urn:x'><body xmlns='jabber:client'/></x></message>"
             .parse()
