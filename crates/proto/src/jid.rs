@@ -86,14 +86,7 @@ impl Jid {
     /// [`Jid::parse`] always through the full preparation of each part: the reference the
     /// one-pass path is tested and fuzzed against.
     pub fn parse_full(s: &str) -> Result<Jid, JidError> {
-        let (rest, resource) = match s.find('/') {
-            Some(i) => (&s[..i], Some(&s[i + 1..])),
-            None => (s, None),
-        };
-        let (node, domain) = match rest.find('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
+        let (node, domain, resource) = split(s);
         Jid::new(node, domain, resource)
     }
 
@@ -107,18 +100,11 @@ impl Jid {
     /// the two). Every routed stanza's addresses are parsed several times, and the four
     /// allocations of the full path were most of the cost.
     fn parse_plain(s: &str) -> Option<Jid> {
-        let (rest, resource) = match s.find('/') {
-            Some(i) => (&s[..i], Some(&s[i + 1..])),
-            None => (s, None),
-        };
-        let (node, domain) = match rest.find('@') {
-            Some(i) => (Some(&rest[..i]), &rest[i + 1..]),
-            None => (None, rest),
-        };
+        let (node, domain, resource) = split(s);
         if let Some(n) = node {
-            let plain = n
-                .bytes()
-                .all(|b| (0x21..=0x7e).contains(&b) && !b"\"&'/:<>@".contains(&b));
+            let plain = n.bytes().all(|b| {
+                (0x21..=0x7e).contains(&b) && !LOCALPART_FORBIDDEN.contains(&char::from(b))
+            });
             if n.is_empty() || n.len() > MAX_PART_BYTES || !plain {
                 return None;
             }
@@ -132,10 +118,7 @@ impl Jid {
                 letter |= b.is_ascii_alphabetic();
                 b.is_ascii_alphanumeric() || b == b'-'
             });
-            if label.is_empty()
-                || !plain
-                || (label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"))
-            {
+            if label.is_empty() || !plain || punycode_label(label) {
                 return None;
             }
         }
@@ -143,19 +126,18 @@ impl Jid {
             return None;
         }
         if let Some(r) = resource {
-            if r.is_empty()
-                || r.len() > MAX_PART_BYTES
-                || !r.bytes().all(|b| (0x20..=0x7e).contains(&b))
-            {
+            if r.is_empty() || r.len() > MAX_PART_BYTES || !ascii_resource(r) {
                 return None;
             }
         }
+        // The localpart and domainpart with their '@' come first, the resource after them.
+        let domain_end = node.map_or(0, |n| n.len() + 1) + domain.len();
         let mut text = String::from(s);
-        text[..rest.len()].make_ascii_lowercase();
+        text[..domain_end].make_ascii_lowercase();
         Some(Jid {
             text: text.into_boxed_str(),
             node_len: node.map_or(0, str::len) as u16,
-            domain_end: rest.len() as u16,
+            domain_end: domain_end as u16,
         })
     }
 
@@ -267,6 +249,30 @@ impl AsRef<str> for Jid {
     }
 }
 
+/// `[localpart@]domainpart[/resourcepart]` split in RFC 7622 §3.1 order: the resource at the
+/// first '/', then the localpart at the first '@' before it.
+fn split(s: &str) -> (Option<&str>, &str, Option<&str>) {
+    let (rest, resource) = match s.find('/') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    match rest.find('@') {
+        Some(i) => (Some(&rest[..i]), &rest[i + 1..], resource),
+        None => (None, rest, resource),
+    }
+}
+
+/// A resourcepart that OpaqueString returns unchanged: printable ASCII and space are PVALID
+/// in the FreeformClass and the profile maps none of them.
+fn ascii_resource(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// An "xn--" (Punycode) label, which UTS-46 must decode and check.
+fn punycode_label(label: &str) -> bool {
+    label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--")
+}
+
 /// Prepares a localpart: PRECIS UsernameCaseMapped, RFC 7622 §3.3.1 bans, 1..=1023 octets.
 pub fn prep_localpart(s: &str) -> Result<String, JidError> {
     if s.is_empty() {
@@ -300,9 +306,8 @@ pub fn prep_resource(s: &str) -> Result<String, JidError> {
     if s.len() > 4 * MAX_PART_BYTES {
         return Err(JidError::ResourceTooLong);
     }
-    // ASCII fast path: printable ASCII and space are PVALID in the FreeformClass and
-    // OpaqueString maps none of them, so the profile returns such a string unchanged.
-    let out = if s.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+    // ASCII fast path: the profile returns such a string unchanged.
+    let out = if ascii_resource(s) {
         Cow::Borrowed(s)
     } else {
         OpaqueString::enforce(s).map_err(|_| JidError::ResourcePrep)?
@@ -332,9 +337,7 @@ pub fn prep_domain(s: &str) -> Result<String, JidError> {
     let plain = s
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-        && !s
-            .split('.')
-            .any(|label| label.len() >= 4 && label[..4].eq_ignore_ascii_case("xn--"));
+        && !s.split('.').any(punycode_label);
     let mut out: Cow<str> = if plain {
         Cow::Owned(s.to_ascii_lowercase())
     } else {
