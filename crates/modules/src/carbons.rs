@@ -163,6 +163,16 @@ impl Carbons {
         Carbons::default()
     }
 
+    /// Whether no session on the server has carbons enabled.
+    fn none_enabled(&self) -> bool {
+        self.enabled.read().sessions.is_empty()
+    }
+
+    /// Whether some session of `user` (a bare JID) has carbons enabled.
+    fn user_enabled(&self, user: &Jid) -> bool {
+        self.enabled.read().users.contains_key(user)
+    }
+
     /// Queues copies of `msg` for the enabled sessions of `user` not in `skip`.
     async fn copy(
         &self,
@@ -217,18 +227,6 @@ impl Carbons {
 
 fn jid_attr(el: &Element, name: &str) -> Option<Jid> {
     el.attribute(name).and_then(|v| Jid::parse(v).ok())
-}
-
-impl Carbons {
-    /// Whether no session on the server has carbons enabled.
-    fn none_enabled(&self) -> bool {
-        self.enabled.read().sessions.is_empty()
-    }
-
-    /// Whether some session of `user` (a bare JID) has carbons enabled.
-    fn user_enabled(&self, user: &Jid) -> bool {
-        self.enabled.read().users.contains_key(user)
-    }
 }
 
 #[async_trait]
