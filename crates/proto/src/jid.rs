@@ -262,6 +262,21 @@ fn split(s: &str) -> (Option<&str>, &str, Option<&str>) {
     }
 }
 
+/// Applies PRECIS profile `P`, and refuses input whose result `P` would change again: NFC
+/// can turn a code point the class accepts into one it refuses (U+0387 into U+00B7, which
+/// is allowed only between two 'l's), and RFC 7622 addresses must be stable (a prepared
+/// part prepares to itself; the `jid` fuzz target checks it). Only a changed result is
+/// checked again.
+fn enforce_stable<P: PrecisFastInvocation>(s: &str) -> Option<Cow<'_, str>> {
+    let out = P::enforce(s).ok()?;
+    if let Cow::Owned(changed) = &out {
+        if P::enforce(changed.as_str()).ok()? != changed.as_str() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 /// A resourcepart that OpaqueString returns unchanged: printable ASCII and space are PVALID
 /// in the FreeformClass and the profile maps none of them.
 fn ascii_resource(s: &str) -> bool {
@@ -289,7 +304,7 @@ pub fn prep_localpart(s: &str) -> Result<String, JidError> {
         // server's CPU in `bench chat`, perf.)
         Cow::Owned(s.to_ascii_lowercase())
     } else {
-        UsernameCaseMapped::enforce(s).map_err(|_| JidError::LocalpartPrep)?
+        enforce_stable::<UsernameCaseMapped>(s).ok_or(JidError::LocalpartPrep)?
     };
     if let Some(c) = out.chars().find(|c| LOCALPART_FORBIDDEN.contains(c)) {
         return Err(JidError::LocalpartForbiddenChar(c));
@@ -310,7 +325,7 @@ pub fn prep_resource(s: &str) -> Result<String, JidError> {
     let out = if ascii_resource(s) {
         Cow::Borrowed(s)
     } else {
-        OpaqueString::enforce(s).map_err(|_| JidError::ResourcePrep)?
+        enforce_stable::<OpaqueString>(s).ok_or(JidError::ResourcePrep)?
     };
     check_len(&out, JidError::EmptyResource, JidError::ResourceTooLong)?;
     Ok(out.into_owned())
@@ -729,6 +744,26 @@ mod tests {
                     u.is_empty() || u.starts_with('.') || u.contains("..") || s.ends_with(".."),
                     "domain {s:?} refused but UTS-46 gives {u:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn preparation_is_stable_when_normalisation_makes_a_refused_code_point() {
+        // Found by the `jid` fuzz target: U+0387 (Greek ano teleia) passes the class check
+        // but NFC turns it into U+00B7 (middle dot), which the profile allows only between
+        // two 'l's, so the prepared text did not prepare again (RFC 7622 needs stable
+        // addresses). Such input is refused.
+        let found = "\u{305}&\u{387}&X\u{314}Nxx@";
+        assert_eq!(prep_resource(found), Err(JidError::ResourcePrep));
+        for s in [found, "a\u{387}b", "l\u{387}l", "x\u{387}", "\u{387}"] {
+            for prep in [prep_localpart, prep_resource] {
+                if let Ok(p) = prep(s) {
+                    assert_eq!(prep(&p).as_deref(), Ok(p.as_str()), "{s:?}");
+                }
+            }
+            if let Ok(j) = Jid::parse(&format!("a@b/{s}")) {
+                assert_eq!(Jid::parse(j.as_str()), Ok(j), "{s:?}");
             }
         }
     }
