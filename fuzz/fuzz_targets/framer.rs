@@ -1,6 +1,7 @@
 //! Fuzz target for `starling_proto::framer` (RFC 6120 §4, §11): arbitrary bytes in arbitrary
 //! chunk sizes must never panic, buffering must stay under the limit, an error must be sticky,
-//! and every stanza must survive a write/re-parse round trip.
+//! every stanza must survive a write/re-parse round trip, and the framer's fast path must give
+//! the same events and errors, chunk by chunk, as rxml alone.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,11 +25,16 @@ fuzz_target!(|data: &[u8]| {
         max_buffered_bytes: 1024,
     };
     let mut framer = Framer::new(limits);
+    let mut slow = Framer::new(limits);
+    slow.set_fast_path(false);
     for part in input.chunks(chunk) {
         framer.feed(part);
+        slow.feed(part);
         assert!(framer.buffered() <= limits.max_buffered_bytes);
         loop {
-            match framer.next_event() {
+            let event = framer.next_event();
+            assert_eq!(event, slow.next_event(), "fast path and rxml differ");
+            match event {
                 Ok(Some(StreamEvent::Stanza(el))) => check_round_trip(&el),
                 Ok(Some(_)) => {}
                 Ok(None) => break,
@@ -40,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if release {
             framer.release_temporaries();
+            slow.release_temporaries();
         }
     }
 });

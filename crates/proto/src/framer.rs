@@ -7,7 +7,13 @@
 //! stream error condition. It does not own the stream state machine (features, STARTTLS,
 //! SASL): the caller calls [`Framer::reset`] at each stream restart.
 //!
-//! Tokenising is rxml's [`RawParser`], which already rejects DTDs, comments, processing
+//! Most stanzas are read by the fast path in [`fast`]: whole first-level elements in a plain
+//! subset of XML, read straight from the buffer into the same tree-building steps. Anything
+//! outside that subset, any error and any stanza not wholly buffered go to rxml, so the fast
+//! path decides nothing that rxml would not (a differential test and the fuzz target check
+//! it, chunk by chunk).
+//!
+//! Tokenising otherwise is rxml's [`RawParser`], which already rejects DTDs, comments, processing
 //! instructions, entities beyond the five predefined ones, non-UTF-8 input, XML-illegal
 //! characters and mismatched tags. On top of it this module adds what rxml leaves out or
 //! cannot know: namespace resolution with our own error conditions (rxml's `RawParser` does
@@ -140,6 +146,18 @@ pub struct Framer {
     stack: Vec<Element>,
     /// Elements opened in the current stanza (checked against `max_elements`).
     elements: usize,
+    /// Whether the fast path ([`fast`]) may read first-level elements; off only to compare
+    /// it with rxml alone.
+    fast: bool,
+    /// rxml holds no partial token and no queued event: it last returned the end of a
+    /// first-level element and has not been given input since. Only then may the fast path
+    /// consume input behind rxml's back.
+    raw_idle: bool,
+    /// Scratch of the fast path: the byte range of each open element's name.
+    fast_tags: Vec<(usize, usize)>,
+    /// First-level elements the fast path has read (tests check it is taken).
+    #[cfg(test)]
+    fast_count: usize,
 }
 
 impl Framer {
@@ -158,7 +176,19 @@ impl Framer {
             scope_marks: Vec::new(),
             stack: Vec::new(),
             elements: 0,
+            fast: true,
+            raw_idle: false,
+            fast_tags: Vec::new(),
+            #[cfg(test)]
+            fast_count: 0,
         }
+    }
+
+    /// Turns the fast path off (or back on). For tests and fuzzing, which compare the two.
+    #[doc(hidden)]
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = on;
+        self.raw_idle &= on;
     }
 
     /// Appends input. Parses nothing. Input that would take the unparsed bytes past
@@ -185,6 +215,7 @@ impl Framer {
     /// one allocation when input comes again. Call it when the stream is about to wait.
     pub fn release_temporaries(&mut self) {
         self.parser.release_temporaries();
+        self.fast_tags = Vec::new();
         if self.pos == self.buf.len() {
             self.buf = Vec::new();
             self.pos = 0;
@@ -199,7 +230,9 @@ impl Framer {
     /// Stream restart (RFC 6120 §4.3.3, after STARTTLS and SASL success): drops buffered
     /// input and any partial stanza, and expects a new stream header.
     pub fn reset(&mut self) {
+        let fast = self.fast;
         *self = Framer::new(self.limits);
+        self.fast = fast;
     }
 
     /// The next event, `Ok(None)` when more input is needed. After an error or `Close`
@@ -244,6 +277,13 @@ impl Framer {
             self.check_bom()?;
         }
         loop {
+            if self.raw_idle {
+                match self.fast_stanza() {
+                    fast::Fast::Stanza(el) => return Ok(Some(StreamEvent::Stanza(el))),
+                    fast::Fast::NeedMore => return Ok(None),
+                    fast::Fast::Rxml => self.raw_idle = false,
+                }
+            }
             // Called even with nothing left to feed: the parser may hold queued events
             // (the end of `<a/>` comes out after its head).
             let avail = self.buf.len() - self.pos;
@@ -253,6 +293,10 @@ impl Framer {
             let result = self.parser.parse(&mut slice, false);
             let used = before - slice.len();
             self.pos += used;
+            let last = self
+                .pos
+                .checked_sub(1)
+                .and_then(|i| self.buf.get(i).copied());
             self.consumed += used as u64;
             if self.pos == self.buf.len() {
                 self.buf.clear();
@@ -261,13 +305,16 @@ impl Framer {
             match result {
                 Ok(Some(ev)) => {
                     if let Some(out) = self.handle(ev)? {
+                        // The end of a first-level element ends rxml's token with its
+                        // `>` and queues nothing after it.
+                        self.raw_idle = self.fast && matches!(out, StreamEvent::Stanza(_));
                         return Ok(Some(out));
                     }
                 }
                 Ok(None) => return Ok(Some(StreamEvent::Close)),
                 Err(EndOrError::NeedMoreData) if avail == 0 => return Ok(None),
                 Err(EndOrError::NeedMoreData) => {}
-                Err(EndOrError::Error(e)) => return Err(self.map_xml_error(e)),
+                Err(EndOrError::Error(e)) => return Err(map_xml_error(e, last)),
             }
             self.check_unit_size()?;
         }
@@ -319,66 +366,92 @@ impl Framer {
             RawEvent::XmlDeclaration(..) => Ok(None),
             RawEvent::ElementHeadOpen(m, (prefix, local)) => {
                 let start = self.consumed.saturating_sub(m.len() as u64);
-                if self.state == State::Stream {
-                    if self.stack.is_empty() {
-                        self.unit_start = Some(start);
-                        self.elements = 0;
-                    }
-                    self.elements += 1;
-                    if self.elements > self.limits.max_elements {
-                        return Err(policy(format!(
-                            "more than {} elements in one stanza",
-                            self.limits.max_elements
-                        )));
-                    }
-                    if self.stack.len() >= self.limits.max_depth {
-                        return Err(policy(format!(
-                            "elements nested deeper than {}",
-                            self.limits.max_depth
-                        )));
-                    }
-                }
-                self.head = Some(PendingHead {
-                    prefix,
-                    local,
-                    attrs: Vec::new(),
-                    count: 0,
-                    start,
-                });
-                Ok(None)
+                self.head_open(start, prefix, local).map(|()| None)
             }
             RawEvent::Attribute(_, (prefix, name), value) => {
-                let max = self.limits.max_attributes;
-                let head = self.head.as_mut().ok_or_else(internal_order)?;
-                head.count += 1;
-                if head.count > max {
-                    return Err(policy(format!("more than {max} attributes on an element")));
-                }
-                match prefix {
-                    None if name.as_str() == "xmlns" => self.declare(None, value)?,
-                    Some(p) if p.as_str() == "xmlns" => self.declare(Some(name), value)?,
-                    prefix => head_attrs(&mut self.head).push((prefix, name, value)),
-                }
-                Ok(None)
+                self.attribute(prefix, name, value).map(|()| None)
             }
             RawEvent::ElementHeadClose(_) => self.head_close(),
             RawEvent::ElementFoot(_) => self.foot(),
-            RawEvent::Text(_, text) => {
-                if let Some(top) = self.stack.last_mut() {
-                    top.append_text(text);
-                } else if self.state == State::Stream
-                    && !text
-                        .bytes()
-                        .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-                {
-                    return Err(StreamError::with_text(
-                        Cond::BadFormat,
-                        "character data between stanzas",
-                    ));
-                }
-                Ok(None)
+            RawEvent::Text(_, text) => self.text(text).map(|()| None),
+        }
+    }
+
+    // The steps below build the tree; rxml's events and the fast path ([`fast`]) both drive
+    // them, so namespaces, limits and errors have one implementation.
+
+    /// `<prefix:local` of an element whose `<` is at offset `start`.
+    fn head_open(
+        &mut self,
+        start: u64,
+        prefix: Option<NcName>,
+        local: NcName,
+    ) -> Result<(), StreamError> {
+        if self.state == State::Stream {
+            if self.stack.is_empty() {
+                self.unit_start = Some(start);
+                self.elements = 0;
+            }
+            self.elements += 1;
+            if self.elements > self.limits.max_elements {
+                return Err(policy(format!(
+                    "more than {} elements in one stanza",
+                    self.limits.max_elements
+                )));
+            }
+            if self.stack.len() >= self.limits.max_depth {
+                return Err(policy(format!(
+                    "elements nested deeper than {}",
+                    self.limits.max_depth
+                )));
             }
         }
+        self.head = Some(PendingHead {
+            prefix,
+            local,
+            attrs: Vec::new(),
+            count: 0,
+            start,
+        });
+        Ok(())
+    }
+
+    /// One attribute (or namespace declaration) of the element head being read.
+    fn attribute(
+        &mut self,
+        prefix: Option<NcName>,
+        name: NcName,
+        value: String,
+    ) -> Result<(), StreamError> {
+        let max = self.limits.max_attributes;
+        let head = self.head.as_mut().ok_or_else(internal_order)?;
+        head.count += 1;
+        if head.count > max {
+            return Err(policy(format!("more than {max} attributes on an element")));
+        }
+        match prefix {
+            None if name.as_str() == "xmlns" => self.declare(None, value)?,
+            Some(p) if p.as_str() == "xmlns" => self.declare(Some(name), value)?,
+            prefix => head_attrs(&mut self.head).push((prefix, name, value)),
+        }
+        Ok(())
+    }
+
+    /// Character data: part of the open element, or (between stanzas) whitespace only.
+    fn text(&mut self, text: String) -> Result<(), StreamError> {
+        if let Some(top) = self.stack.last_mut() {
+            top.append_text(text);
+        } else if self.state == State::Stream
+            && !text
+                .bytes()
+                .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            return Err(StreamError::with_text(
+                Cond::BadFormat,
+                "character data between stanzas",
+            ));
+        }
+        Ok(())
     }
 
     /// Records a namespace declaration of the element whose head is being read. The scope
@@ -524,33 +597,35 @@ impl Framer {
             }
         }
     }
+}
 
-    fn map_xml_error(&self, e: XmlError) -> StreamError {
-        let cond = match e {
-            XmlError::RestrictedXml("only utf-8 encoding is allowed") => Cond::UnsupportedEncoding,
-            XmlError::RestrictedXml("long name or reference" | "event too long") => {
-                Cond::PolicyViolation
-            }
-            XmlError::RestrictedXml(_) | XmlError::UndeclaredEntity => Cond::RestrictedXml,
-            XmlError::UndeclaredNamespacePrefix(_)
-            | XmlError::ReservedNamespacePrefix
-            | XmlError::ReservedNamespaceName
-            | XmlError::EmptyNamespaceUri => Cond::BadNamespacePrefix,
-            _ if self.markup_declaration_near_error() => Cond::RestrictedXml,
-            _ => Cond::NotWellFormed,
-        };
-        StreamError::with_text(cond, e.to_string())
-    }
+/// The stream error for an XML fault rxml found; `last` is the last byte it consumed.
+fn map_xml_error(e: XmlError, last: Option<u8>) -> StreamError {
+    let cond = match e {
+        XmlError::RestrictedXml("only utf-8 encoding is allowed") => Cond::UnsupportedEncoding,
+        XmlError::RestrictedXml("long name or reference" | "event too long") => {
+            Cond::PolicyViolation
+        }
+        XmlError::RestrictedXml(_) | XmlError::UndeclaredEntity => Cond::RestrictedXml,
+        XmlError::UndeclaredNamespacePrefix(_)
+        | XmlError::ReservedNamespacePrefix
+        | XmlError::ReservedNamespaceName
+        | XmlError::EmptyNamespaceUri => Cond::BadNamespacePrefix,
+        _ if markup_declaration_at_error(&e, last) => Cond::RestrictedXml,
+        _ => Cond::NotWellFormed,
+    };
+    StreamError::with_text(cond, e.to_string())
+}
 
-    /// rxml reports `<!DOCTYPE`, `<!ENTITY` and other markup declarations as plain syntax
-    /// errors; they are restricted XML (RFC 6120 §11.1), so look at the bytes just parsed.
-    fn markup_declaration_near_error(&self) -> bool {
-        let end = self.pos.min(self.buf.len());
-        let from = end.saturating_sub(4);
-        let near = &self.buf[from..(end + 4).min(self.buf.len())];
-        near.windows(3)
-            .any(|w| w[0] == b'<' && w[1] == b'!' && w[2].is_ascii_uppercase())
-    }
+/// rxml reports `<!DOCTYPE`, `<!ENTITY` and other markup declarations as a malformed
+/// comment or CDATA start, stopping at the byte after `<!`; a capital letter there is a
+/// markup declaration, restricted XML (RFC 6120 §11.1). That byte is the last one the
+/// failing call consumed, so the answer does not depend on how the input was chunked.
+fn markup_declaration_at_error(e: &XmlError, last: Option<u8>) -> bool {
+    matches!(
+        e,
+        XmlError::InvalidSyntax("malformed cdata or comment section start")
+    ) && last.is_some_and(|b| b.is_ascii_uppercase())
 }
 
 fn head_attrs(head: &mut Option<PendingHead>) -> &mut Vec<(Option<NcName>, NcName, String)> {
@@ -575,5 +650,6 @@ fn internal_order() -> StreamError {
     StreamError::with_text(Cond::NotWellFormed, "attribute outside an element head")
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

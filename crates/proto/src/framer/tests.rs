@@ -845,3 +845,342 @@ fn releasing_scratch_memory_between_chunks_changes_nothing() {
         assert_eq!(events, expected, "chunk size {chunk}");
     }
 }
+
+// The fast path (framer/fast.rs) against rxml alone.
+
+/// Feeds `input` in `chunk`-byte pieces to a framer with the fast path on or off; the events
+/// of each piece, and the error that ended the stream.
+fn events_per_chunk(
+    limits: Limits,
+    fast: bool,
+    input: &[u8],
+    chunk: usize,
+) -> (Vec<Vec<StreamEvent>>, Option<StreamError>) {
+    let mut f = Framer::new(limits);
+    f.set_fast_path(fast);
+    let mut out = Vec::new();
+    for part in input.chunks(chunk.max(1)) {
+        f.feed(part);
+        let mut events = Vec::new();
+        loop {
+            match f.next_event() {
+                Ok(Some(ev)) => events.push(ev),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(events);
+                    return (out, Some(e));
+                }
+            }
+        }
+        out.push(events);
+    }
+    (out, None)
+}
+
+/// Pieces of stanzas, well-formed or not, that reach every branch of the fast path and
+/// every reason it hands over to rxml.
+const PIECES: &[&[u8]] = &[
+    b"<message to='a@b/c' type='chat' id='m1'>",
+    b"<message xmlns='jabber:client' to=\"a@b\">",
+    b"</message>",
+    b"<body>",
+    b"</body>",
+    b"<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>",
+    b"<presence/>",
+    b"<a/>",
+    b"<a >",
+    b"</a>",
+    b"</a >",
+    b"<b xmlns='urn:x'>",
+    b"</b>",
+    b"<p:c xmlns:p='urn:p'>",
+    b"<p:c>",
+    b"</p:c>",
+    b"<x a='1' a='2'/>",
+    b"<x p:a='1'/>",
+    b"<x xmlns:p='urn:p' p:a='1' a='2'/>",
+    b"<x xmlns:p='urn:p' xmlns:q='urn:p' p:a='1' q:a='2'/>",
+    b"<x xmlns=''/>",
+    b"<x xmlns:p=''/>",
+    b"<x xmlns:xml='urn:no'/>",
+    b"<x xmlns:xml='http://www.w3.org/XML/1998/namespace'/>",
+    b"<x xmlns:xmlns='urn:no'/>",
+    b"<x xmlns='http://www.w3.org/XML/1998/namespace'/>",
+    b"<x xmlns:p='http://www.w3.org/XML/1998/namespace'/>",
+    b"<x xml:lang='en'/>",
+    b"<xmlns:x/>",
+    b"<a b = 'v' />",
+    b"<a\tb='v'\n/>",
+    b"<a b='v'c='w'/>",
+    b"<a b=v/>",
+    b"<a b='<'/>",
+    b"<a b='>'/>",
+    b"<a b='x\ty'/>",
+    b"<a b='x\ny'/>",
+    b"<a b='x\ry'/>",
+    b"<a b=\"it's\"/>",
+    b"<a b='&quot;&apos;&amp;&lt;&gt;'/>",
+    b"<a b='&#9;&#10;&#13;&#32;'/>",
+    b"<a b='&#x263A;'/>",
+    b"<a b='caf\xc3\xa9'/>",
+    b"<\xc3\xa9/>",
+    b"<a\xc3\xa9/>",
+    b"<a:b:c/>",
+    b"<:a/>",
+    b"<a:/>",
+    b"<a:1/>",
+    b"<1a/>",
+    b"<-a/>",
+    b"<_a.b-c/>",
+    b"text",
+    b" ",
+    b"\n",
+    b"\t",
+    b"\r\n",
+    b"\r",
+    b"&lt;",
+    b"&gt;",
+    b"&amp;",
+    b"&apos;",
+    b"&quot;",
+    b"&#65;",
+    b"&#x41;",
+    b"&#X41;",
+    b"&#x1F339;",
+    b"&#0;",
+    b"&#9;",
+    b"&#xD;",
+    b"&#xFFFE;",
+    b"&#x110000;",
+    b"&#99999999999;",
+    b"&#;",
+    b"&#x;",
+    b"&nbsp;",
+    b"&",
+    b"&lt",
+    b"]]>",
+    b"]]",
+    b"]",
+    b">",
+    b"<![CDATA[x<y]]>",
+    b"<!-- c -->",
+    b"<?pi x?>",
+    b"<!DOCTYPE x>",
+    b"caf\xc3\xa9",
+    b"\xef\xbf\xbe",
+    b"\xef\xbf\xbd",
+    b"\x01",
+    b"\x7f",
+    b"\xc2\x85",
+    b"\xff",
+    b"\xc3",
+    b"</stream:stream>",
+    b"</wrong>",
+    b"<stream:features/>",
+];
+
+/// Element names, attributes and character data for [`element`]: mostly plain, some that
+/// only rxml may read (and must then accept or refuse).
+const NAMES: &[&str] = &["a", "body", "p:c", "message", "x:y", "n-1.b_"];
+const ATTRIBUTES: &[&[u8]] = &[
+    b" a='1'",
+    b" a=\"2\"",
+    b" b = 'x' ",
+    b" c='&lt;&amp;&#x263A;'",
+    b" d='x\ty'",
+    b" d='&#9;'",
+    b" d='&#x20;'",
+    b" d='\xef\xbf\xbe'",
+    b" d='\xc3\xa9'",
+    b" d='<'",
+    b" d='>]]>'",
+    b" xmlns='urn:x'",
+    b" xmlns=''",
+    b" xmlns:p='urn:p'",
+    b" xmlns:x='urn:p'",
+    b" p:a='1'",
+    b" xmlns:p=''",
+    b" xmlns:xml='urn:x'",
+    b" xmlns:xmlns='urn:x'",
+    b" xml:lang='en'",
+];
+const TEXT: &[&[u8]] = &[
+    b"text",
+    b" ",
+    b"\n",
+    b"\t",
+    b"\r",
+    b"]]>",
+    b"]]",
+    b"]",
+    b">",
+    b"&lt;&gt;&amp;&apos;&quot;",
+    b"&#65;",
+    b"&#0;",
+    b"&#9;",
+    b"&#x1F;",
+    b"&#xFFFE;",
+    b"&#xD7FF;",
+    b"&#xE000;",
+    b"&nbsp;",
+    b"\xef\xbf\xbe",
+    b"\xef\xbf\xbf",
+    b"\xef\xbf\xbd",
+    b"caf\xc3\xa9",
+    b"\xff",
+    b"\x01",
+    b"\x7f",
+    b"<![CDATA[x<y]]>",
+    b"<!-- c -->",
+    b"<?pi x?>",
+];
+
+/// An element with attributes and content drawn from the lists above, nested up to `depth`.
+fn element(depth: u32) -> proptest::strategy::BoxedStrategy<Vec<u8>> {
+    use proptest::prelude::*;
+    let content = if depth == 0 {
+        proptest::sample::select(TEXT)
+            .prop_map(<[u8]>::to_vec)
+            .boxed()
+    } else {
+        prop_oneof![
+            2 => proptest::sample::select(TEXT).prop_map(<[u8]>::to_vec),
+            1 => element(depth - 1),
+        ]
+        .boxed()
+    };
+    (
+        proptest::sample::select(NAMES),
+        proptest::collection::vec(proptest::sample::select(ATTRIBUTES), 0..4),
+        proptest::option::weighted(0.8, proptest::collection::vec(content, 0..5)),
+    )
+        .prop_map(|(name, attrs, content)| {
+            let mut out = format!("<{name}").into_bytes();
+            for a in attrs {
+                out.extend_from_slice(a);
+            }
+            match content {
+                None => out.extend_from_slice(b"/>"),
+                Some(parts) => {
+                    out.push(b'>');
+                    for part in parts {
+                        out.extend(part);
+                    }
+                    out.extend_from_slice(format!("</{name}>").as_bytes());
+                }
+            }
+            out
+        })
+        .boxed()
+}
+
+fn piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => element(3),
+        4 => proptest::sample::select(PIECES).prop_map(<[u8]>::to_vec),
+        1 => (1usize..40).prop_map(|n| format!("<{}/>", "n".repeat(n * 40)).into_bytes()),
+        1 => (1usize..40).prop_map(|n| format!("<a v='{}'/>", "v".repeat(n * 150)).into_bytes()),
+        1 => (1usize..100).prop_map(|n| "<d>".repeat(n).into_bytes()),
+        1 => proptest::collection::vec(any::<u8>(), 1..4),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// With the fast path on, every piece of input yields the same events, and the stream
+    /// the same error, as with rxml alone: at any chunking and under tight limits.
+    #[test]
+    fn the_fast_path_changes_no_event_and_no_error(
+        pieces in proptest::collection::vec(piece(), 0..20),
+        chunk in proptest::prop_oneof![1usize..80, proptest::strategy::Just(100_000)],
+        tight in proptest::prelude::any::<bool>(),
+        stanza_bytes in 64usize..2048,
+    ) {
+        let mut input = HEADER.as_bytes().to_vec();
+        for p in &pieces {
+            input.extend_from_slice(p);
+        }
+        let limits = if tight {
+            Limits {
+                max_stanza_bytes: stanza_bytes,
+                max_depth: 16,
+                max_attributes: 8,
+                max_elements: 32,
+                max_buffered_bytes: 4096,
+            }
+        } else {
+            Limits::default()
+        };
+        let fast = events_per_chunk(limits, true, &input, chunk);
+        let slow = events_per_chunk(limits, false, &input, chunk);
+        proptest::prop_assert_eq!(fast, slow, "input {:?}", String::from_utf8_lossy(&input));
+    }
+}
+
+/// The stanzas of a normal session go through the fast path; a stanza with CDATA goes to
+/// rxml, and the next plain one is fast again.
+#[test]
+fn plain_stanzas_take_the_fast_path() {
+    let mut f = Framer::new(Limits::default());
+    f.feed(HEADER.as_bytes());
+    f.feed(b"<presence/>");
+    assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+    // The first stanza after the header is rxml's: it was fed with the header.
+    assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+    assert_eq!(f.fast_count, 0);
+    let stanza = |f: &mut Framer, input: &[u8]| {
+        f.feed(input);
+        match f.next_event() {
+            Ok(Some(StreamEvent::Stanza(el))) => el,
+            other => panic!("{other:?}"),
+        }
+    };
+    let msg = stanza(
+        &mut f,
+        b" <message to='a@b/c' type='chat'><body>x &amp; y &#x263A;</body></message>",
+    );
+    assert_eq!(f.fast_count, 1, "a plain message is read by the fast path");
+    assert_eq!(
+        msg.get_child("body", ns::CLIENT).unwrap().text(),
+        "x & y \u{263A}"
+    );
+    stanza(&mut f, b"<message><body><![CDATA[<raw>]]></body></message>");
+    assert_eq!(f.fast_count, 1, "CDATA is rxml's");
+    stanza(&mut f, b"<iq type='get' id='1'/>");
+    assert_eq!(f.fast_count, 2, "after rxml's stanza the fast path is back");
+    // Half a stanza is rxml's: it may find an error in it before the rest arrives.
+    f.feed(b"<message><body>half");
+    assert_eq!(f.next_event(), Ok(None));
+    let msg = stanza(&mut f, b" and half</body></message>");
+    assert_eq!(f.fast_count, 2);
+    assert_eq!(
+        msg.get_child("body", ns::CLIENT).unwrap().text(),
+        "half and half"
+    );
+    stanza(&mut f, b"<presence/>");
+    assert_eq!(f.fast_count, 3);
+}
+
+/// A stanza exactly at, just under and just over the size limit: the fast path accepts what
+/// rxml accepts and leaves the rest to it.
+#[test]
+fn the_fast_path_keeps_the_size_limit_exact() {
+    let stanza = b"<message to='a@b'><body>0123456789</body></message>";
+    let mut input = HEADER.as_bytes().to_vec();
+    for _ in 0..3 {
+        input.extend_from_slice(stanza);
+    }
+    for max in stanza.len() - 3..=stanza.len() + 3 {
+        let limits = Limits {
+            max_stanza_bytes: max,
+            ..Limits::default()
+        };
+        for chunk in [1, 7, stanza.len(), input.len()] {
+            let fast = events_per_chunk(limits, true, &input, chunk);
+            let slow = events_per_chunk(limits, false, &input, chunk);
+            assert_eq!(fast, slow, "limit {max}, chunk {chunk}");
+        }
+    }
+}
