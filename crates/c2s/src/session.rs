@@ -271,7 +271,7 @@ impl Session {
         }
     }
 
-    fn write_stanza(&mut self, el: Box<Element>) {
+    fn write_stanza(&mut self, el: std::sync::Arc<Element>) {
         self.stream.queue(&el);
         if let Some(sm) = self.sm.as_mut() {
             sm.on_sent(starling_core::Outbound::Stanza(el));

@@ -172,7 +172,7 @@ impl SmState {
             .iter()
             .map(|s| {
                 let mut el = match &s.stanza {
-                    Outbound::Stanza(el) => (**el).clone(),
+                    Outbound::Stanza(el) => Element::clone(el),
                     Outbound::Shared(shared, to) => shared.addressed(to),
                 };
                 if el.name() == "message" && el.get_child("delay", ns::DELAY).is_none() {
@@ -338,7 +338,7 @@ mod tests {
     fn acks_drop_what_they_cover() {
         let mut sm = SmState::new(None);
         for i in 0..5 {
-            sm.on_sent(Outbound::Stanza(Box::new(msg(i))));
+            sm.on_sent(Outbound::Stanza(std::sync::Arc::new(msg(i))));
         }
         assert_eq!(sm.send_count(), 5);
         assert_eq!(sm.on_ack(2), Ok(2));
@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn ack_beyond_what_was_sent_is_too_high() {
         let mut sm = SmState::new(None);
-        sm.on_sent(Outbound::Stanza(Box::new(msg(0))));
+        sm.on_sent(Outbound::Stanza(std::sync::Arc::new(msg(0))));
         assert_eq!(
             sm.on_ack(2),
             Err(TooHigh {
@@ -387,7 +387,7 @@ mod tests {
         sm.on_handled();
         assert_eq!(sm.handled(), 1);
         for i in 0..6 {
-            sm.on_sent(Outbound::Stanza(Box::new(msg(i))));
+            sm.on_sent(Outbound::Stanza(std::sync::Arc::new(msg(i))));
         }
         // Sent numbers: MAX-1, MAX, 0, 1, 2, 3.
         assert_eq!(sm.send_count(), 3);
@@ -410,9 +410,9 @@ mod tests {
     fn one_ack_request_at_a_time() {
         let mut sm = SmState::new(None);
         assert!(!sm.should_request_ack());
-        sm.on_sent(Outbound::Stanza(Box::new(msg(0))));
+        sm.on_sent(Outbound::Stanza(std::sync::Arc::new(msg(0))));
         assert!(sm.should_request_ack());
-        sm.on_sent(Outbound::Stanza(Box::new(msg(1))));
+        sm.on_sent(Outbound::Stanza(std::sync::Arc::new(msg(1))));
         assert!(!sm.should_request_ack());
         sm.on_ack(1).unwrap();
         assert!(sm.should_request_ack());

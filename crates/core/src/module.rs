@@ -185,6 +185,13 @@ pub trait Module: Send + Sync + 'static {
         Outcome::Pass
     }
 
+    /// Whether [`Module::edit_stanza`] may change the stanza at `hook`, rather than only
+    /// look at it or drop it. The server keeps a copy of an accepted message, so that a bounce
+    /// carries what the sender sent, only while some module at [`Hook::Accepted`] says yes.
+    fn edits_at(&self, _hook: Hook) -> bool {
+        true
+    }
+
     /// Sees session life-cycle events.
     async fn on_session(&self, _server: &Server, _event: &SessionEvent) {}
 

@@ -45,6 +45,8 @@ pub struct Server {
     iq_table: HashMap<&'static str, HashMap<&'static str, usize>>,
     /// hook point -> the modules that asked for it, in module order.
     hook_table: HashMap<Hook, Vec<Arc<dyn Module>>>,
+    /// Some module at [`Hook::Accepted`] may edit a message ([`Module::edits_at`]).
+    accepted_edits: bool,
     /// domain -> index in `modules`, for [`Module::served_domains`].
     domain_table: HashMap<String, usize>,
     /// Federation, when enabled ([`Server::set_remote`]).
@@ -100,9 +102,13 @@ impl Server {
                 hook_table.entry(h).or_default().push(m.clone());
             }
         }
+        let accepted_edits = hook_table
+            .get(&Hook::Accepted)
+            .is_some_and(|list| list.iter().any(|m| m.edits_at(Hook::Accepted)));
         Ok(Arc::new_cyclic(|this| Server {
             this: this.clone(),
             hook_table,
+            accepted_edits,
             config,
             storage,
             router: Router::new(),
@@ -389,13 +395,13 @@ impl Server {
         if !self.hook_table.contains_key(&Hook::Accepted) {
             return Ok(None);
         }
-        let original = msg.clone();
+        let original = self.accepted_edits.then(|| msg.clone());
         match self
             .run_edit_hooks(msg, Hook::Accepted, HookContext::default())
             .await
         {
             Outcome::Handled | Outcome::Consumed => Err(()),
-            Outcome::Pass => Ok(Some(original)),
+            Outcome::Pass => Ok(original),
         }
     }
 
@@ -416,7 +422,15 @@ impl Server {
 
     /// Queues a stanza for one session after the [`Hook::Delivery`] filters. Returns whether
     /// it was queued (false: filtered out, slow consumer or gone).
-    pub async fn deliver_to(&self, session: &SessionHandle, full: &Jid, stanza: Element) -> bool {
+    /// Takes an element or a shared one (`Arc`): the router passes one `Arc` to every
+    /// resource a message goes to and to the [`Hook::Delivered`] modules, without copies.
+    pub async fn deliver_to(
+        &self,
+        session: &SessionHandle,
+        full: &Jid,
+        stanza: impl Into<Arc<Element>>,
+    ) -> bool {
+        let stanza = stanza.into();
         if self.hook_table.contains_key(&Hook::Delivery) {
             let ctx = HookContext {
                 session: Some(full),
@@ -507,9 +521,11 @@ impl Server {
         if mtype == "error" {
             return;
         }
+        let bounce = matches!(mtype, "normal" | "chat");
+        let stanza = Arc::new(stanza);
         if to.resource().is_some() {
             if let Some(session) = self.router.session(&to) {
-                if self.deliver_to(&session, &to, stanza.clone()).await {
+                if self.deliver_to(&session, &to, Arc::clone(&stanza)).await {
                     return;
                 }
             }
@@ -528,14 +544,14 @@ impl Server {
         });
         if !available.is_empty() {
             for (handle, full) in available {
-                self.deliver_to(&handle, &full, stanza.clone()).await;
+                self.deliver_to(&handle, &full, Arc::clone(&stanza)).await;
             }
             return;
         }
         if self.hooks(&stanza, Hook::Undeliverable).await == Outcome::Handled {
             return;
         }
-        if matches!(mtype, "normal" | "chat") {
+        if bounce {
             self.bounce(&stanza, Cond::ServiceUnavailable).await;
         }
     }
@@ -565,7 +581,8 @@ impl Server {
                 let Ok(original) = self.accept(&mut msg).await else {
                     return;
                 };
-                let ok = self.deliver_to(&session, &to, msg.clone()).await;
+                let msg = Arc::new(msg);
+                let ok = self.deliver_to(&session, &to, Arc::clone(&msg)).await;
                 let sessions = if ok { std::slice::from_ref(&to) } else { &[] };
                 self.delivered(&msg, sessions).await;
                 if !ok && mtype != "error" {
@@ -607,6 +624,7 @@ impl Server {
         let Ok(original) = self.accept(&mut msg).await else {
             return;
         };
+        let msg = Arc::new(msg);
         let targets = self.router.with_resources(&bare, |list| {
             let eligible = list.iter().filter(|r| r.available && r.priority >= 0);
             if mtype == "headline" {
@@ -633,7 +651,7 @@ impl Server {
         });
         let mut delivered = Vec::new();
         for (handle, full) in targets {
-            if self.deliver_to(&handle, &full, msg.clone()).await {
+            if self.deliver_to(&handle, &full, Arc::clone(&msg)).await {
                 delivered.push(full);
             }
         }
@@ -674,8 +692,9 @@ impl Server {
                 .map(|r| (r.handle.clone(), r.jid.clone()))
                 .collect::<Vec<_>>()
         });
+        let pres = Arc::new(pres);
         for (handle, full) in targets {
-            self.deliver_to(&handle, &full, pres.clone()).await;
+            self.deliver_to(&handle, &full, Arc::clone(&pres)).await;
         }
     }
 

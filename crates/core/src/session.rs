@@ -22,11 +22,13 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 /// What a session task receives from the rest of the server.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A stanza to write to the client, already addressed. Boxed: every session's queue
-    /// (a tokio mpsc, allocated in blocks of 32 slots) and its stream management queue hold
-    /// `Outbound`s, and an inline element made each slot 112 bytes (a 3.6 KB block per idle
-    /// session) where the boxed one needs 32.
-    Stanza(Box<Element>),
+    /// A stanza to write to the client, already addressed. Behind a pointer: every
+    /// session's queue (a tokio mpsc, allocated in blocks of 32 slots) and its stream
+    /// management queue hold `Outbound`s, and an inline element made each slot 112 bytes (a
+    /// 3.6 KB block per idle session) where a pointer needs 32. Shared (`Arc`): the router
+    /// hands the delivered stanza to the [`crate::Hook::Delivered`] modules and to every
+    /// resource it goes to without copying the tree.
+    Stanza(Arc<Element>),
     /// One stanza serialised once for many sessions (a MUC message fanned out to N
     /// occupants), with this session's address.
     Shared(Arc<SharedStanza>, Jid),
@@ -37,7 +39,7 @@ impl Outbound {
     /// management's resend queue, rerouting what a closing session still held).
     pub fn into_element(self) -> Element {
         match self {
-            Outbound::Stanza(el) => *el,
+            Outbound::Stanza(el) => Arc::unwrap_or_clone(el),
             Outbound::Shared(shared, to) => shared.addressed(&to),
         }
     }
@@ -170,8 +172,8 @@ impl SessionHandle {
     }
 
     /// Queues a stanza without waiting. A full queue closes the session as a slow consumer.
-    pub fn deliver(&self, stanza: Element) -> Result<(), DeliveryError> {
-        self.send(Outbound::Stanza(Box::new(stanza)))
+    pub fn deliver(&self, stanza: impl Into<Arc<Element>>) -> Result<(), DeliveryError> {
+        self.send(Outbound::Stanza(stanza.into()))
     }
 
     fn send(&self, out: Outbound) -> Result<(), DeliveryError> {

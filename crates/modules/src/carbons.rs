@@ -307,6 +307,11 @@ impl Module for Carbons {
         }
     }
 
+    /// Carbons copies sent messages and drops forged copies; it never changes one.
+    fn edits_at(&self, _hook: Hook) -> bool {
+        false
+    }
+
     async fn edit_stanza(
         &self,
         server: &Server,
