@@ -129,7 +129,9 @@ pub(crate) async fn run_connection(
     let transport = match (kind, transport) {
         (ListenerKind::C2sDirectTls, Transport::Plain(tcp)) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            // Boxed: inline, the handshake (1.3 KB) would size the connection task for its
+            // whole life.
+            match Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp))).await {
                 Ok(Ok(s)) => Transport::Tls(Box::new(s)),
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "direct TLS handshake failed");
@@ -173,7 +175,9 @@ pub(crate) async fn run_connection(
     match outcome {
         Ok(Negotiated::Bound(bound)) => {
             let host = neg.host.take().unwrap_or_default();
-            let stream = neg.stream.take();
+            // Boxed here, not in the call: a stream bound by value would keep its 920 bytes
+            // in this future (the connection task) for the whole session.
+            let stream = neg.stream.take().map(Box::new);
             drop(neg);
             if let Some(stream) = stream {
                 Box::pin(crate::session::run(
@@ -752,16 +756,16 @@ impl Negotiation {
         let stream = self.stream.take().expect("stream present");
         let (reply, answer) = tokio::sync::oneshot::channel();
         let request = ResumeRequest {
-            stream,
+            stream: Box::new(stream),
             h,
             peer: self.peer,
             reply,
         };
         let given_back = match tx.send(request).await {
-            Err(tokio::sync::mpsc::error::SendError(req)) => req.stream,
+            Err(tokio::sync::mpsc::error::SendError(req)) => *req.stream,
             Ok(()) => match answer.await {
                 Ok(Ok(())) => return Ok(true),
-                Ok(Err(stream)) => stream,
+                Ok(Err(stream)) => *stream,
                 // The session task dropped the request with the stream in it.
                 Err(_) => return Err(End::Broken),
             },

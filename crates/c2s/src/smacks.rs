@@ -202,14 +202,16 @@ impl SmState {
 /// A new connection asking to take over a hibernated (or still connected) session.
 pub(crate) struct ResumeRequest {
     /// The new stream, authenticated as the session's account, after its restart.
-    pub stream: XmlStream<Transport>,
+    /// Boxed: the request waits in a channel every resumable session polls while idle, and
+    /// the select's output holds one inline.
+    pub stream: Box<XmlStream<Transport>>,
     /// The client's `h` from `<resume/>`.
     pub h: u32,
     /// The new connection's address, for logs.
     pub peer: SocketAddr,
     /// `Ok` when the session took the stream over; `Err` gives it back (the session is
     /// ending) so that negotiation can answer `<failed/>`.
-    pub reply: oneshot::Sender<Result<(), XmlStream<Transport>>>,
+    pub reply: oneshot::Sender<Result<(), Box<XmlStream<Transport>>>>,
 }
 
 /// Resumption requests a session task accepts at once; more wait for the send.
