@@ -18,22 +18,22 @@ pub use rate::RateLimits;
 use minidom::Element;
 use starling_proto::error::StreamError;
 use starling_proto::framer::{Framer, Limits, StreamEvent};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::rate::TokenBucket;
 
-/// The read buffer an idle stream holds, in bytes. Most of a session's life is spent idle,
-/// waiting in a read with this buffer lent to it: at 16 KiB it was the largest allocation of
-/// an idle TLS session (a third of its memory, measured with valgrind massif).
-const READ_MIN: usize = 1024;
-/// The largest read buffer: a read that fills the buffer doubles it up to this size, so
-/// a busy stream still reads in large chunks.
-const READ_MAX: usize = 16 * 1024;
-/// Consecutive reads using at most a quarter of a grown buffer before it shrinks back to
-/// [`READ_MIN`] (hysteresis, so a stream alternating large and small reads does not
-/// reallocate on every read).
-const READ_SHRINK_AFTER: u32 = 16;
+/// Bytes one read may take. Reads land in a buffer of this size per thread ([`SCRATCH`]),
+/// not per stream: a read is a poll that either completes at once, its bytes handed to the
+/// framer in the same poll, or returns pending holding nothing. Most of a session's life is
+/// spent idle in a read, and a buffer per stream was 1-16 KiB of every idle session.
+const READ_LEN: usize = 16 * 1024;
+
+thread_local! {
+    /// Where reads land on this thread; see [`READ_LEN`].
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_LEN].into_boxed_slice());
+}
 /// A paced stream logs that it hit its rate limit at most this often.
 const THROTTLE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -55,10 +55,6 @@ pub enum ReadError {
 pub struct XmlStream<T> {
     io: T,
     framer: Framer,
-    /// Where the next read lands; between [`READ_MIN`] and [`READ_MAX`] bytes (see there).
-    read_buf: Vec<u8>,
-    /// Reads in a row that used at most a quarter of `read_buf`.
-    small_reads: u32,
     /// Output waiting for [`XmlStream::flush`]; starts empty (an idle stream holds only what
     /// its largest write needed, at most 4 KiB after a flush).
     write_buf: Vec<u8>,
@@ -79,7 +75,7 @@ pub struct XmlStream<T> {
     pauses: u64,
     /// A peer over a limit this long is disconnected.
     disconnect_after: Option<std::time::Duration>,
-    /// Whether the last read filled `read_buf` (more input was probably waiting).
+    /// Whether the last read took [`READ_LEN`] bytes (more input was probably waiting).
     last_read_filled: bool,
 }
 
@@ -96,8 +92,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
         XmlStream {
             io,
             framer: Framer::new(limits),
-            read_buf: vec![0; READ_MIN],
-            small_reads: 0,
             write_buf: Vec::new(),
             written: 0,
             bytes_in: 0,
@@ -148,8 +142,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
                 // keeps them.
                 self.framer.release_temporaries();
             }
-            let n = self.io.read(&mut self.read_buf).await?;
-            self.last_read_filled = n == self.read_buf.len();
+            let n = std::future::poll_fn(|cx| self.poll_read_into_framer(cx)).await?;
+            self.last_read_filled = n == READ_LEN;
             if n == 0 {
                 return Err(ReadError::Eof);
             }
@@ -157,32 +151,28 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             if let Some(b) = &mut self.byte_bucket {
                 b.take(n as u64);
             }
-            self.framer.feed(&self.read_buf[..n]);
-            self.resize_read_buf(n);
         }
     }
 
-    /// Grows the read buffer after a read that filled it; shrinks it back to [`READ_MIN`]
-    /// after [`READ_SHRINK_AFTER`] reads in a row that used a quarter of it or less.
-    fn resize_read_buf(&mut self, n: usize) {
-        let len = self.read_buf.len();
-        if n == len && len < READ_MAX {
-            self.read_buf = vec![0; (len * 2).min(READ_MAX)];
-            self.small_reads = 0;
-        } else if len > READ_MIN && n <= len / 4 {
-            self.small_reads += 1;
-            if self.small_reads >= READ_SHRINK_AFTER {
-                self.read_buf = vec![0; READ_MIN];
-                self.small_reads = 0;
+    /// One read into this thread's [`SCRATCH`], fed to the framer before the poll returns;
+    /// the bytes read (0 at end of file). Pending holds no buffer and consumed nothing.
+    fn poll_read_into_framer(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                std::task::Poll::Ready(Ok(())) => {
+                    let read = buf.filled();
+                    self.framer.feed(read);
+                    std::task::Poll::Ready(Ok(read.len()))
+                }
+                std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => std::task::Poll::Pending,
             }
-        } else {
-            self.small_reads = 0;
-        }
-    }
-
-    /// The size of the read buffer now (for tests and memory accounting).
-    pub fn read_buffer_len(&self) -> usize {
-        self.read_buf.len()
+        })
     }
 
     /// Waits until `which` bucket is no longer empty (at once when it is not limited). Err:
@@ -414,15 +404,14 @@ mod tests {
         }
     }
 
-    /// The read buffer starts small, grows while reads fill it (a burst is read in 16 KiB
-    /// chunks), and shrinks back after a run of small reads, so an idle stream holds 1 KiB;
-    /// every stanza arrives whole and in order throughout.
+    /// Reads land in the thread's scratch buffer, so a stream holds none: a 200 KiB burst (16
+    /// KiB reads) and then a trickle of small stanzas all arrive whole and in order, and the
+    /// stream itself stays the size of its fields.
     #[tokio::test]
-    async fn the_read_buffer_grows_under_load_and_shrinks_when_idle() {
+    async fn reads_go_through_the_thread_scratch_buffer() {
         use tokio::io::AsyncWriteExt;
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let mut stream = XmlStream::new(ours, Limits::default());
-        assert_eq!(stream.read_buffer_len(), READ_MIN);
         let header =
             "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
         theirs.write_all(header.as_bytes()).await.unwrap();
@@ -430,12 +419,6 @@ mod tests {
             stream.next_event().await,
             Ok(StreamEvent::Open(_))
         ));
-        assert_eq!(
-            stream.read_buffer_len(),
-            READ_MIN,
-            "a small read does not grow it"
-        );
-        // A 200 KiB burst of stanzas.
         let burst: String = (0..2000)
             .map(|i| {
                 format!(
@@ -451,13 +434,8 @@ mod tests {
             };
             assert_eq!(el.attr("id"), Some(format!("b{i}").as_str()));
         }
-        assert_eq!(
-            stream.read_buffer_len(),
-            READ_MAX,
-            "the burst grew it to the maximum"
-        );
-        // Then small stanzas one at a time, as an idle session sees them.
-        for i in 0..READ_SHRINK_AFTER {
+        assert_eq!(stream.bytes_in, (header.len() + burst.len()) as u64);
+        for i in 0..20 {
             theirs
                 .write_all(format!("<iq id='s{i}'/>").as_bytes())
                 .await
@@ -467,11 +445,42 @@ mod tests {
             };
             assert_eq!(el.attr("id"), Some(format!("s{i}").as_str()));
         }
-        assert_eq!(
-            stream.read_buffer_len(),
-            READ_MIN,
-            "small reads shrank it back"
+        assert!(!stream.last_read_filled);
+        assert!(
+            std::mem::size_of::<XmlStream<tokio::io::DuplexStream>>() < 1024,
+            "{}",
+            std::mem::size_of::<XmlStream<tokio::io::DuplexStream>>()
         );
+    }
+
+    /// A read that waits holds nothing and consumes nothing: cancelled (as a `select!` does
+    /// when the outbound queue wins), the next read still gets every byte.
+    #[tokio::test]
+    async fn a_cancelled_read_loses_nothing() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        let header =
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+        theirs.write_all(header.as_bytes()).await.unwrap();
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
+        for i in 0..5 {
+            let waited =
+                tokio::time::timeout(std::time::Duration::from_millis(5), stream.next_event())
+                    .await;
+            assert!(waited.is_err(), "nothing was sent yet");
+            theirs
+                .write_all(format!("<iq id='c{i}'/>").as_bytes())
+                .await
+                .unwrap();
+            let Ok(StreamEvent::Stanza(el)) = stream.next_event().await else {
+                panic!("stanza {i} missing");
+            };
+            assert_eq!(el.attr("id"), Some(format!("c{i}").as_str()));
+        }
     }
 
     /// Without limits nothing waits.
