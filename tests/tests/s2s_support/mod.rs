@@ -90,8 +90,28 @@ fn subject_alt_name(names: &[&str]) -> rcgen::CustomExtension {
     rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 17], tlv(0x30, &general_names))
 }
 
-/// A free loopback port (bound then released; the server binds it right after).
+/// A free loopback port (bound then released; the server binds it right after). Picked
+/// below the kernel's ephemeral range: a port from port 0 is in that range, where an
+/// outgoing connection of a concurrent test could take it before the server binds it
+/// (seen in CI as "Address already in use").
 pub fn free_port() -> SocketAddr {
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if low > 12_000 {
+        let span = u64::from(low - 10_000);
+        let start = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        for i in 0..span {
+            let port = 10_000 + ((start + i) % span) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().unwrap();
+            }
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
