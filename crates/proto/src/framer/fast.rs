@@ -16,8 +16,8 @@
 //! any error at all, a stanza larger than the limit or not yet wholly buffered: the fast
 //! path undoes what it built and rxml reads the same bytes, exactly as without it. So the
 //! fast path never decides an error, nor when one is found, and its one claim is that when
-//! it returns an element, rxml would have returned the same element at the same point. The differential test in
-//! `framer/tests.rs` and the `framer` fuzz target check that claim.
+//! it returns an element, rxml would have returned the same element at the same point. The
+//! differential test in `framer/tests.rs` and the `framer` fuzz target check that claim.
 //!
 //! It runs only while rxml is idle between first-level elements (`Framer::raw_idle`): rxml
 //! then holds no partial token, so bytes it never sees (whole stanzas and the whitespace
