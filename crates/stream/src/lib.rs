@@ -312,15 +312,32 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
+    const HEADER: &str =
+        "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+    /// A stream over an in-memory pipe of `buffer` bytes, its header already read; and the
+    /// peer's end.
+    async fn opened(
+        buffer: usize,
+    ) -> (XmlStream<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(buffer);
+        let mut stream = XmlStream::new(ours, Limits::default());
+        theirs.write_all(HEADER.as_bytes()).await.unwrap();
+        assert!(matches!(
+            stream.next_event().await,
+            Ok(StreamEvent::Open(_))
+        ));
+        (stream, theirs)
+    }
+
     /// Stanzas over the stanza rate are read later, none is lost, and the order holds.
     #[tokio::test(start_paused = true)]
     async fn reading_is_paced_by_the_stanza_bucket_and_nothing_is_lost() {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let mut stream = XmlStream::new(ours, Limits::default());
         stream.set_rate_limits(RateLimits::from_config(0, 0, 10, 5), "test");
-        let mut input = String::from(
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-        );
+        let mut input = String::from(HEADER);
         for i in 0..25 {
             input.push_str(&format!("<message id='m{i}'/>"));
         }
@@ -410,15 +427,7 @@ mod tests {
     #[tokio::test]
     async fn reads_go_through_the_thread_scratch_buffer() {
         use tokio::io::AsyncWriteExt;
-        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-        let mut stream = XmlStream::new(ours, Limits::default());
-        let header =
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-        theirs.write_all(header.as_bytes()).await.unwrap();
-        assert!(matches!(
-            stream.next_event().await,
-            Ok(StreamEvent::Open(_))
-        ));
+        let (mut stream, mut theirs) = opened(1 << 20).await;
         let burst: String = (0..2000)
             .map(|i| {
                 format!(
@@ -434,7 +443,7 @@ mod tests {
             };
             assert_eq!(el.attr("id"), Some(format!("b{i}").as_str()));
         }
-        assert_eq!(stream.bytes_in, (header.len() + burst.len()) as u64);
+        assert_eq!(stream.bytes_in, (HEADER.len() + burst.len()) as u64);
         for i in 0..20 {
             theirs
                 .write_all(format!("<iq id='s{i}'/>").as_bytes())
@@ -458,15 +467,7 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_read_loses_nothing() {
         use tokio::io::AsyncWriteExt;
-        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
-        let mut stream = XmlStream::new(ours, Limits::default());
-        let header =
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
-        theirs.write_all(header.as_bytes()).await.unwrap();
-        assert!(matches!(
-            stream.next_event().await,
-            Ok(StreamEvent::Open(_))
-        ));
+        let (mut stream, mut theirs) = opened(1 << 16).await;
         for i in 0..5 {
             let waited =
                 tokio::time::timeout(std::time::Duration::from_millis(5), stream.next_event())
@@ -488,9 +489,7 @@ mod tests {
     async fn unlimited_streams_never_pause() {
         let (ours, mut theirs) = tokio::io::duplex(1 << 20);
         let mut stream = XmlStream::new(ours, Limits::default());
-        let mut input = String::from(
-            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
-        );
+        let mut input = String::from(HEADER);
         input.push_str(&"<message/>".repeat(1000));
         use tokio::io::AsyncWriteExt;
         theirs.write_all(input.as_bytes()).await.unwrap();
