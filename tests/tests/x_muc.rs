@@ -523,3 +523,46 @@ async fn presence_broadcast_limited_by_role() {
         }
     }
 }
+
+/// The last occupant leaves a temporary room while someone else enters it: whichever room
+/// the newcomer lands in (the old one, or a new one after the old ended) keeps them. The
+/// ending room's task once cleared the registry after its storage cleanup, by then the new
+/// room's entry, and the new room vanished with its occupant inside.
+#[tokio::test]
+async fn entering_as_the_last_occupant_leaves_keeps_the_newcomer() {
+    let ts = TestServer::start().await;
+    let mut alice = user(&ts, "alice").await;
+    let mut bob = user(&ts, "bob").await;
+    for i in 0..25 {
+        let r = room(&format!("doorway{i}"));
+        create(&mut alice, &r, "Alice").await;
+        alice
+            .send(&format!("<presence type='unavailable' to='{r}/Alice'/>"))
+            .await;
+        let own = join_ok(&mut bob, &r, "Bob").await;
+        if codes(&own).contains(&201) {
+            let a = iq(
+                &mut bob,
+                &r,
+                "set",
+                "instant",
+                &format!("<query xmlns='{MUC_OWNER}'><x xmlns='{DATA}' type='submit'/></query>"),
+            )
+            .await;
+            ok(&a);
+        }
+        let text = format!("still here {i}");
+        say(&mut bob, &r, &text).await;
+        let m = bob
+            .recv_until(|e| {
+                e.name() == "message" && e.attr("from").is_some_and(|f| f.starts_with(&r))
+            })
+            .await;
+        assert_eq!(m.attr("type"), Some("groupchat"), "round {i}: {}", xml(&m));
+        assert_eq!(body(&m), text);
+        bob.send(&format!("<presence type='unavailable' to='{r}/Bob'/>"))
+            .await;
+        unavailable_from(&mut bob, &format!("{r}/Bob")).await;
+        presence_from(&mut alice, &format!("{r}/Alice")).await;
+    }
+}

@@ -261,8 +261,10 @@ impl Service {
             };
             let Some(Queued { stanza, done }) = stanza else {
                 if stop.is_cancelled() {
+                    self.rooms.lock().remove(&jid);
                     room.shutdown_notice(&server, &self).await;
                 }
+                // Otherwise every sender is gone, so the registry no longer holds ours.
                 break;
             };
             self.handle(&server, &mut room, stanza).await;
@@ -270,8 +272,18 @@ impl Service {
                 let _ = done.send(());
             }
             if room.occupants.is_empty() {
+                if room.exists && !room.config.persistent {
+                    // A temporary room ends with its last occupant (§10.1.3 / §7.14). Its
+                    // storage is cleared while this task still owns the name, so the cleanup
+                    // cannot reach a room that someone creates again under it; a stanza that
+                    // came meanwhile finds a new, absent room.
+                    room.forget(&server, &self).await;
+                    room = Room::absent(jid.clone(), &self);
+                }
                 // Unload: only while holding the registry lock, and only if nothing is queued
-                // (senders queue under the same lock), so no stanza is lost.
+                // (senders queue under the same lock), so no stanza is lost. Once the entry
+                // is gone, a stanza for this name starts a new task: nothing after this may
+                // touch the registry or the listing.
                 let mut rooms = self.rooms.lock();
                 if rx.is_empty() {
                     rooms.remove(&jid);
@@ -279,12 +291,6 @@ impl Service {
                 }
             }
         }
-        if room.exists && room.occupants.is_empty() && !room.config.persistent {
-            // A temporary room ends with its last occupant (§10.1.3 / §7.14).
-            room.forget(&server, &self).await;
-        }
-        self.temporary_listing.write().remove(&jid);
-        self.rooms.lock().remove(&jid);
     }
 
     async fn handle(&self, server: &Server, room: &mut Room, stanza: Element) {

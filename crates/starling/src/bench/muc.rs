@@ -130,24 +130,31 @@ pub async fn muc(opts: &BenchOptions, m: &MucOptions) -> Result<MucReport, Strin
     let (phase_tx, phase_rx) = watch::channel(Phase::Joining);
     let (joined_tx, mut joined_rx) = mpsc::channel::<Result<(), String>>(accounts);
     let gate = Arc::new(Semaphore::new(opts.concurrency));
-    let ready: Vec<Arc<watch::Sender<bool>>> = (0..m.rooms)
-        .map(|_| Arc::new(watch::channel(false).0))
-        .collect();
+    // Each room's owner says when the room is unlocked. Every receiver exists before any task
+    // starts: a watch sender with no receiver drops the value, so a receiver made later by
+    // the task itself could miss an owner that was quick (CI saw that: the others waited
+    // out JOIN_TIMEOUT).
+    let (mut unlock, unlocked) = room_gates(m.rooms);
     let mut tasks = JoinSet::new();
     for (i, client) in clients.into_iter().enumerate() {
         let r = i / m.occupants;
         let room = format!("{}room{r}@{}", opts.prefix, m.service);
+        let owner = i % m.occupants == 0;
+        let ready = if owner {
+            Ready::Owner(unlock[r].take().expect("one owner per room"))
+        } else {
+            Ready::Wait(unlocked[r].clone())
+        };
         let task = Occupant {
             me: i,
             nick: opts.localpart(i),
             room,
-            owner: i % m.occupants == 0,
             sending: i % m.occupants < m.senders,
             opts: opts.clone(),
         };
         tasks.spawn(task.run(
             client,
-            ready[r].clone(),
+            ready,
             gate.clone(),
             joined_tx.clone(),
             phase_rx.clone(),
@@ -208,33 +215,53 @@ struct Occupant {
     me: usize,
     nick: String,
     room: String,
-    /// The first occupant, who creates the room.
-    owner: bool,
     sending: bool,
     opts: BenchOptions,
 }
 
 type Tally = Option<(fanout::FanTally, Option<String>)>;
 
+/// One unlock channel per room: the owner's sender, and a receiver the others clone.
+fn room_gates(rooms: usize) -> (Vec<Option<watch::Sender<bool>>>, Vec<watch::Receiver<bool>>) {
+    (0..rooms)
+        .map(|_| {
+            let (tx, rx) = watch::channel(false);
+            (Some(tx), rx)
+        })
+        .unzip()
+}
+
+/// An occupant's part in the room's creation.
+enum Ready {
+    /// The first occupant creates the room, then says so (or fails, and drops the sender,
+    /// which the others see at once).
+    Owner(watch::Sender<bool>),
+    /// The others wait for the owner before they join.
+    Wait(watch::Receiver<bool>),
+}
+
 impl Occupant {
     async fn run(
         self,
         mut client: Client,
-        ready: Arc<watch::Sender<bool>>,
+        ready: Ready,
         gate: Arc<Semaphore>,
         joined: mpsc::Sender<Result<(), String>>,
         mut phase: watch::Receiver<Phase>,
     ) -> (Client, Tally) {
-        let joined_ok = if self.owner {
-            let r = self.join(&mut client).await;
-            if r.is_ok() {
-                let _ = ready.send(true);
+        let joined_ok = match ready {
+            Ready::Owner(unlock) => {
+                let r = self.join(&mut client).await;
+                if r.is_ok() {
+                    // `send_replace` stores the value even when no receiver is left
+                    // (`send` would not).
+                    unlock.send_replace(true);
+                }
+                r
             }
-            r
-        } else {
-            let mut ready = ready.subscribe();
-            // Wait (reading, so nothing piles up) until the owner has unlocked the room.
-            let waited = tokio::time::timeout(JOIN_TIMEOUT, async {
+            Ready::Wait(mut ready) => {
+                // Wait (reading, so nothing piles up) until the owner has unlocked the room.
+                let waited = tokio::time::timeout(JOIN_TIMEOUT, async {
                 loop {
                     if *ready.borrow_and_update() {
                         return Ok(());
@@ -248,19 +275,19 @@ impl Occupant {
             .await
             .map_err(|_| format!("{}: the room was not created in time", self.room))
             .and_then(|r| r);
-            match waited {
-                Ok(()) => {
-                    let permit = gate.acquire().await;
-                    let r = self.join(&mut client).await;
-                    drop(permit);
-                    r
+                match waited {
+                    Ok(()) => {
+                        let permit = gate.acquire().await;
+                        let r = self.join(&mut client).await;
+                        drop(permit);
+                        r
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             }
         };
         let failed = joined_ok.is_err();
         let _ = joined.send(joined_ok).await;
-        drop(ready);
         if failed {
             return (client, None);
         }
@@ -397,5 +424,29 @@ fn classify(opts: &BenchOptions, room: &str, st: &Stanza) -> Seen {
     match (from, super::chat::parse_body(&body.text())) {
         (Some(from), Some((seq, sent_at))) => Seen::Numbered { from, seq, sent_at },
         _ => Seen::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An owner quicker than every other task still unlocks them: the value it stores
+    /// before anyone waits is there when they look. (With receivers made by each task from
+    /// a shared sender, `send` found none and dropped the value.)
+    #[tokio::test]
+    async fn an_owner_that_finishes_first_still_unlocks_the_room() {
+        let (mut unlock, unlocked) = room_gates(2);
+        let owner = unlock[0].take().unwrap();
+        owner.send_replace(true);
+        drop(owner);
+        let mut late = unlocked[0].clone();
+        assert!(*late.borrow_and_update());
+        // The other room's owner fails: its waiters hear it at once rather than at the
+        // join timeout.
+        drop(unlock[1].take().unwrap());
+        let mut waiter = unlocked[1].clone();
+        assert!(!*waiter.borrow_and_update());
+        assert!(waiter.changed().await.is_err());
     }
 }
