@@ -17,9 +17,9 @@
 //!
 //! No query holds a transaction open across anything but its own statements.
 //!
-//! On SQLite, [`Storage::archive_append`] goes through [`GroupCommit`]: appends that arrive
-//! together share one transaction and so one WAL fsync (see `group_commit.rs`, which also says
-//! why PostgreSQL keeps one transaction per append).
+//! On SQLite, [`Storage::archive_append`] and [`Storage::kv_set`] go through [`GroupCommit`]:
+//! writes that arrive together share one transaction and so one WAL fsync (see
+//! `group_commit.rs`, which also says why PostgreSQL keeps one transaction per write).
 
 use std::time::Duration;
 
@@ -80,12 +80,19 @@ const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA busy_timeout = 5000;
 PRAGMA foreign_keys = ON;
 PRAGMA synchronous = FULL;";
 
+/// Creates or replaces one key-value document: `(domain, user, store, value, updated_ms)`.
+pub(crate) const KV_UPSERT: &str = "INSERT INTO kv (domain, username, store, value, updated_ms)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (domain, username, store) DO UPDATE SET
+         value = excluded.value, updated_ms = excluded.updated_ms";
+
 /// Storage over an sqlx `Any` pool.
 pub(crate) struct SqlStorage {
     pool: AnyPool,
     dialect: Dialect,
-    /// SQLite's archive appender (one writer, one transaction per batch); `None` on
-    /// PostgreSQL, where each append is its own transaction on the pool.
+    /// SQLite's group-commit writer for archive appends and key-value writes (one writer, one
+    /// transaction per batch); `None` on PostgreSQL, where each write is its own transaction
+    /// on the pool.
     appender: Option<GroupCommit>,
 }
 
@@ -562,20 +569,18 @@ impl Storage for SqlStorage {
     ) -> Result<(), StorageError> {
         check_store(domain, user, store)?;
         check_value("value", value)?;
-        sqlx::query(
-            "INSERT INTO kv (domain, username, store, value, updated_ms)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (domain, username, store) DO UPDATE SET
-                 value = excluded.value, updated_ms = excluded.updated_ms",
-        )
-        .bind(domain)
-        .bind(user)
-        .bind(store)
-        .bind(value)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(backend_error)?;
+        if let Some(writer) = &self.appender {
+            return writer.kv_set(domain, user, store, value, now_ms()).await;
+        }
+        sqlx::query(KV_UPSERT)
+            .bind(domain)
+            .bind(user)
+            .bind(store)
+            .bind(value)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(backend_error)?;
         Ok(())
     }
 
