@@ -21,6 +21,8 @@ use starling_proto::framer::{Framer, Limits, StreamEvent};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+use std::cell::Cell;
+
 use crate::rate::TokenBucket;
 
 /// Bytes one read may take. Reads land in a buffer of this size per thread ([`SCRATCH`]),
@@ -51,12 +53,27 @@ pub enum ReadError {
     Eof,
 }
 
+/// What the output buffer is allocated with when a write finds it freed and this thread has
+/// no spare: a chat message and its stream-management request fit.
+const FIRST_WRITE: usize = 512;
+
+/// The largest output buffer a thread keeps as its spare; a larger one is freed.
+const SPARE_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// An emptied output buffer, kept for the next stream on this thread that writes: a
+    /// busy stream's buffer goes here at each flush and comes back at its next write, so
+    /// freeing buffers of idle streams costs no allocation per message.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// One XML stream on one transport.
 pub struct XmlStream<T> {
     io: T,
     framer: Framer,
-    /// Output waiting for [`XmlStream::flush`]; starts empty (an idle stream holds only what
-    /// its largest write needed, at most 4 KiB after a flush).
+    /// Output waiting for [`XmlStream::flush`]. Allocated by the first write after a flush and
+    /// freed by the flush that empties it, so an idle stream holds none (issue 7: it was
+    /// about 600 bytes per idle session, the capacity its last writes grew it to).
     write_buf: Vec<u8>,
     /// How much of `write_buf` has been written: a cancelled [`XmlStream::flush`] resumes
     /// there instead of writing the start again.
@@ -226,20 +243,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
         Ok(())
     }
 
+    /// The output buffer, allocated with room for a typical stanza if a flush freed it (one
+    /// allocation rather than a string of doublings from nothing).
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.write_buf.capacity() == 0 {
+            self.write_buf = SPARE.with(Cell::take);
+            if self.write_buf.capacity() == 0 {
+                self.write_buf.reserve(FIRST_WRITE);
+            }
+        }
+        &mut self.write_buf
+    }
+
     /// Appends an element to the output buffer (written by [`XmlStream::flush`]).
     pub fn queue(&mut self, el: &Element) {
-        starling_proto::writer::write_element(el, &mut self.write_buf);
+        starling_proto::writer::write_element(el, self.out());
     }
 
     /// Lets `write` append already-serialised XML to the output buffer (a stanza serialised
     /// once for many streams, [`starling_proto::writer::write_attribute`]).
     pub fn queue_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        write(&mut self.write_buf);
+        write(self.out());
     }
 
     /// Appends raw, already-serialised XML (stream headers, the closing tag).
     pub fn queue_raw(&mut self, xml: &str) {
-        self.write_buf.extend_from_slice(xml.as_bytes());
+        self.out().extend_from_slice(xml.as_bytes());
     }
 
     /// Whether output is waiting to be flushed.
@@ -259,10 +288,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
                 }
                 self.written += n;
             }
-            self.write_buf.clear();
+            // Given up, not kept: an idle stream holds no output buffer. It becomes this
+            // thread's spare unless the thread has one (or it is oversized).
+            let mut buf = std::mem::take(&mut self.write_buf);
             self.written = 0;
-            if self.write_buf.capacity() > 64 * 1024 {
-                self.write_buf.shrink_to(4096);
+            if buf.capacity() <= SPARE_MAX {
+                buf.clear();
+                SPARE.with(|spare| {
+                    let old = spare.replace(buf);
+                    if old.capacity() > 0 {
+                        // Keep the spare that was there; ours goes.
+                        spare.set(old);
+                    }
+                });
             }
         }
         self.io.flush().await
@@ -525,5 +563,37 @@ mod tests {
         drop(stream);
         let got = reader.await.unwrap();
         assert_eq!(String::from_utf8(got).unwrap(), format!("{payload}<end/>"));
+    }
+
+    /// A flush that wrote everything frees the output buffer: an idle stream holds none. The
+    /// next write allocates it again and loses nothing.
+    #[tokio::test]
+    async fn an_idle_stream_holds_no_output_buffer() {
+        let (mut stream, mut theirs) = opened(64 * 1024).await;
+        assert_eq!(stream.write_buf.capacity(), 0, "nothing written yet");
+        let big: String = (0..300).map(|i| format!("<m{}/>", i % 10)).collect();
+        stream.queue_raw(&big);
+        let grown = stream.write_buf.capacity();
+        assert!(grown >= big.len());
+        stream.flush().await.unwrap();
+        assert_eq!(stream.write_buf.capacity(), 0, "given up by the flush");
+        // The next write on this thread takes the buffer back from the thread's spare.
+        stream.queue_raw("<a/>");
+        assert_eq!(
+            stream.write_buf.capacity(),
+            grown,
+            "the spare, not a new allocation"
+        );
+        stream.flush().await.unwrap();
+        assert_eq!(stream.write_buf.capacity(), 0);
+        // With the spare taken by another stream, a write allocates a small buffer.
+        let spare = SPARE.with(Cell::take);
+        assert_eq!(spare.capacity(), grown);
+        stream.queue_raw("<b/>");
+        assert_eq!(stream.write_buf.capacity(), FIRST_WRITE);
+        stream.flush().await.unwrap();
+        let mut got = vec![0u8; big.len() + 8];
+        theirs.read_exact(&mut got).await.unwrap();
+        assert_eq!(String::from_utf8(got).unwrap(), format!("{big}<a/><b/>"));
     }
 }
