@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod module;
+pub mod queue;
 pub mod router;
 pub mod secret;
 pub mod server;

@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use starling_proto::error::{StreamError, StreamErrorCondition};
 use starling_proto::jid::Jid;
 
+use crate::queue;
 use crate::xml::ElementExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
@@ -23,9 +23,8 @@ static NEXT_SESSION_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Debug)]
 pub enum Outbound {
     /// A stanza to write to the client, already addressed. Behind a pointer: every
-    /// session's queue (a tokio mpsc, allocated in blocks of 32 slots) and its stream
-    /// management queue hold `Outbound`s, and an inline element made each slot 112 bytes (a
-    /// 3.6 KB block per idle session) where a pointer needs 32. Shared (`Arc`): the router
+    /// session's queue and its stream management queue hold `Outbound`s, and an inline
+    /// element made each slot 112 bytes where a pointer needs 32. Shared (`Arc`): the router
     /// hands the delivered stanza to the [`crate::Hook::Delivered`] modules and to every
     /// resource it goes to without copying the tree.
     Stanza(Arc<Element>),
@@ -133,7 +132,7 @@ struct Control {
 #[derive(Debug, Clone)]
 pub struct SessionHandle {
     id: u64,
-    tx: mpsc::Sender<Outbound>,
+    tx: queue::Sender<Outbound>,
     control: Arc<Control>,
 }
 
@@ -141,14 +140,14 @@ pub struct SessionHandle {
 #[derive(Debug)]
 pub struct SessionInbox {
     /// Outbound stanzas queued for this session.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: queue::Receiver<Outbound>,
     control: Arc<Control>,
 }
 
 impl SessionHandle {
     /// Creates a handle and the inbox its session task reads, with a queue of `capacity`.
     pub fn new(capacity: usize) -> (SessionHandle, SessionInbox) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let (tx, rx) = queue::channel(capacity);
         let control = Arc::new(Control {
             close: CancellationToken::new(),
             reason: Mutex::new(None),
@@ -179,7 +178,7 @@ impl SessionHandle {
     fn send(&self, out: Outbound) -> Result<(), DeliveryError> {
         match self.tx.try_send(out) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 tracing::warn!(
                     session = self.id,
                     "outbound queue full: closing slow consumer"
@@ -190,7 +189,7 @@ impl SessionHandle {
                 ));
                 Err(DeliveryError::SlowConsumer)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
+            Err(queue::TrySendError::Closed(_)) => Err(DeliveryError::Gone),
         }
     }
 
@@ -289,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_queue_slot_stays_small() {
-        // Every session's queue allocates 32 slots at once (tokio's mpsc block), idle or not.
+        // Session queues and stream-management queues hold these by value.
         assert!(
             std::mem::size_of::<Outbound>() <= 40,
             "Outbound is {} bytes",
