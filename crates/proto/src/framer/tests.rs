@@ -1184,3 +1184,46 @@ fn the_fast_path_keeps_the_size_limit_exact() {
         }
     }
 }
+
+/// A framer between stanzas holds no element stack: a complete stanza gives it up to the
+/// thread's spare, and the next stanza (on either path) takes it back. Two streams on one
+/// thread share it, and the stanzas they read are whole.
+#[test]
+fn a_framer_between_stanzas_holds_no_element_stack() {
+    SPARE_STACK.with(std::cell::Cell::take);
+    let open = |f: &mut Framer| {
+        f.feed(HEADER.as_bytes());
+        assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
+    };
+    let stanza = |f: &mut Framer, input: &[u8]| {
+        f.feed(input);
+        match f.next_event() {
+            Ok(Some(StreamEvent::Stanza(el))) => el,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (mut a, mut b) = (
+        Framer::new(Limits::default()),
+        Framer::new(Limits::default()),
+    );
+    open(&mut a);
+    open(&mut b);
+    let deep = b"<message><body>x</body><x xmlns='u'><y><z/></y></x></message>";
+    let el = stanza(&mut a, deep);
+    assert_eq!(a.stack.capacity(), 0, "given up with the stanza");
+    assert_eq!(el.get_child("x", "u").unwrap().children().count(), 1);
+    let grown = SPARE_STACK.with(|s| {
+        let v = s.take();
+        let c = v.capacity();
+        s.set(v);
+        c
+    });
+    assert!(grown >= 4, "the spare holds the grown stack ({grown})");
+    // The other stream takes the spare for its stanza (rxml's path: CDATA) and gives it back.
+    let el = stanza(&mut b, b"<message><body><![CDATA[<raw>]]></body></message>");
+    assert_eq!(el.get_child("body", ns::CLIENT).unwrap().text(), "<raw>");
+    assert_eq!(b.stack.capacity(), 0);
+    let el = stanza(&mut a, b"<iq type='get' id='1'><q xmlns='v'/></iq>");
+    assert_eq!(el.children().count(), 1);
+    assert_eq!(a.stack.capacity(), 0);
+}
