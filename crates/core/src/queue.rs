@@ -104,14 +104,11 @@ impl<T> Sender<T> {
         Ok(())
     }
 
-    /// How many more items the queue takes now (0 once it is closed).
+    /// Free slots: the capacity less what is queued (as tokio's `Sender::capacity`, also
+    /// once the queue is closed; [`Sender::is_closed`] tells that).
     pub fn capacity(&self) -> usize {
-        let state = self.shared.state.lock();
-        if state.closed {
-            0
-        } else {
-            self.shared.capacity.saturating_sub(state.items.len())
-        }
+        let queued = self.shared.state.lock().items.len();
+        self.shared.capacity.saturating_sub(queued)
     }
 
     /// Whether the receiver closed the queue or is gone.
@@ -278,7 +275,7 @@ mod tests {
         tx.try_send(1).unwrap();
         rx.close();
         assert!(tx.is_closed());
-        assert_eq!(tx.capacity(), 0);
+        assert_eq!(tx.capacity(), 3, "free slots, as before the close");
         assert_eq!(tx.try_send(2), Err(TrySendError::Closed(2)));
         assert_eq!(rx.try_recv(), Ok(1));
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
