@@ -620,7 +620,7 @@ async fn reply_error_with(server: &Server, el: &Element, err: StanzaError) {
     // The reply goes back to the sender itself; its own 'to' may be unusable, so address
     // the error from the sender's domain.
     let mut el = el.clone();
-    let sender = el.attribute("from").and_then(|f| Jid::parse(f).ok());
+    let sender = el.jid_attribute("from");
     if let Some(sender) = sender {
         el.put_attr("to", sender.domain());
         if let Some(reply) = error_reply(&el, &err) {

@@ -219,7 +219,7 @@ impl Server {
 
     /// Routes a stanza with a validated `from` and a `to`.
     pub async fn route(&self, stanza: Element) {
-        let Some(to) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = stanza.jid_attribute("to") else {
             // Sessions set and validate `to` before routing; this is a bug, not a peer error.
             tracing::error!("route() called without a valid 'to'");
             return;
@@ -321,7 +321,7 @@ impl Server {
             self.bounce(&iq, Cond::ServiceUnavailable).await;
             return;
         };
-        let from = match iq.attribute("from").and_then(|f| Jid::parse(f).ok()) {
+        let from = match iq.jid_attribute("from") {
             Some(f) => f,
             None => return,
         };
@@ -511,7 +511,7 @@ impl Server {
         if stanza.name() != "message" {
             return self.route(stanza).await;
         }
-        let Some(to) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = stanza.jid_attribute("to") else {
             return;
         };
         if !self.config.is_local_host(to.domain()) || to.node().is_none() {

@@ -134,8 +134,7 @@ fn eligible(msg: &Element, direction: Direction) -> bool {
         "error" => {
             direction == Direction::Received
                 && msg
-                    .attribute("from")
-                    .and_then(|f| Jid::parse(f).ok())
+                    .jid_attribute("from")
                     .is_some_and(|f| f.resource().is_none())
         }
         _ => false,
@@ -202,7 +201,7 @@ impl Carbons {
 
     /// §11: a client never sends carbons. Answers `forbidden`, without the wrapper.
     async fn reject_forged(&self, server: &Server, msg: &Element) -> Outcome {
-        let Some(from) = msg.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = msg.jid_attribute("from") else {
             return Outcome::Handled;
         };
         tracing::info!(%from, "client sent a forged carbon copy; rejected");
@@ -223,10 +222,6 @@ impl Carbons {
         }
         Outcome::Handled
     }
-}
-
-fn jid_attr(el: &Element, name: &str) -> Option<Jid> {
-    el.attribute(name).and_then(|v| Jid::parse(v).ok())
 }
 
 #[async_trait]
@@ -285,13 +280,13 @@ impl Module for Carbons {
                 if self.none_enabled() {
                     return Outcome::Pass;
                 }
-                let Some(user) = jid_attr(stanza, "to").map(|to| to.bare()) else {
+                let Some(user) = stanza.jid_attribute("to").map(|to| to.bare()) else {
                     return Outcome::Pass;
                 };
                 if !self.user_enabled(&user) || !eligible(stanza, Direction::Received) {
                     return Outcome::Pass;
                 }
-                let Some(from) = jid_attr(stanza, "from") else {
+                let Some(from) = stanza.jid_attribute("from") else {
                     return Outcome::Pass;
                 };
                 // A message to oneself: the sending session already has it.
@@ -327,14 +322,14 @@ impl Module for Carbons {
                 if self.none_enabled() {
                     return Outcome::Pass;
                 }
-                let Some(from) = jid_attr(stanza, "from") else {
+                let Some(from) = stanza.jid_attribute("from") else {
                     return Outcome::Pass;
                 };
                 let user = from.bare();
                 if !self.user_enabled(&user) {
                     return Outcome::Pass;
                 }
-                let Some(to) = jid_attr(stanza, "to") else {
+                let Some(to) = stanza.jid_attribute("to") else {
                     return Outcome::Pass;
                 };
                 // To oneself: the received copies cover every other resource.
@@ -345,7 +340,8 @@ impl Module for Carbons {
                 Outcome::Pass
             }
             Hook::Accepted if is_carbon(stanza) => {
-                let (Some(from), Some(to)) = (jid_attr(stanza, "from"), jid_attr(stanza, "to"))
+                let (Some(from), Some(to)) =
+                    (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
                 else {
                     return Outcome::Pass;
                 };

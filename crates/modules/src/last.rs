@@ -184,7 +184,7 @@ impl Module for LastActivity {
         if hook != Hook::Broadcast || stanza.attribute("type") != Some("unavailable") {
             return Outcome::Pass;
         }
-        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.jid_attribute("from") else {
             return Outcome::Pass;
         };
         let user = from.bare();

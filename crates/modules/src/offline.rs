@@ -101,7 +101,7 @@ impl Offline {
             Storable::Drop => return Outcome::Handled,
             Storable::Yes => {}
         }
-        let Some(to) = msg.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = msg.jid_attribute("to") else {
             return Outcome::Pass;
         };
         let Some(user) = to.node() else {
@@ -130,8 +130,7 @@ impl Offline {
         let mut payload = Vec::new();
         writer::write_element(&stamped, &mut payload);
         let with = msg
-            .attribute("from")
-            .and_then(|f| Jid::parse(f).ok())
+            .jid_attribute("from")
             .map(|f| f.bare().as_str().to_owned())
             .unwrap_or_default();
         let item = ArchiveItem {
@@ -316,7 +315,7 @@ impl Module for Offline {
         match hook {
             Hook::Undeliverable if stanza.name() == "message" => self.store(server, stanza).await,
             Hook::Broadcast if stanza.attribute("type").is_none() => {
-                let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+                let Some(from) = stanza.jid_attribute("from") else {
                     return Outcome::Pass;
                 };
                 let nonneg = priority(stanza) >= 0;

@@ -283,10 +283,8 @@ impl Presence {
             Some("unavailable") => false,
             _ => return,
         };
-        let (Some(from), Some(to)) = (
-            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
-        ) else {
+        let (Some(from), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return;
         };
         let user = from.bare();
@@ -314,10 +312,8 @@ impl Presence {
 
     /// §4.3.2: a probe for a local user.
     async fn probe(&self, server: &Server, stanza: &Element) {
-        let (Some(prober), Some(to)) = (
-            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
-        ) else {
+        let (Some(prober), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return;
         };
         let contact = to.bare();
@@ -369,7 +365,7 @@ impl Module for Presence {
         }
         match hook {
             Hook::Broadcast => {
-                let Some(from) = stanza.attribute("from").and_then(|j| Jid::parse(j).ok()) else {
+                let Some(from) = stanza.jid_attribute("from") else {
                     return Outcome::Pass;
                 };
                 match stanza.attribute("type") {

@@ -92,7 +92,7 @@ impl Push {
 
     async fn enable(&self, server: &Server, owner: &Jid, payload: &Element) -> IqResponse {
         let (domain, user) = (owner.domain(), owner.node().unwrap_or_default());
-        let Some(app) = payload.attribute("jid").and_then(|j| Jid::parse(j).ok()) else {
+        let Some(app) = payload.jid_attribute("jid") else {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
                 "'jid' must name the app server",
@@ -144,7 +144,7 @@ impl Push {
 
     async fn disable(&self, server: &Server, owner: &Jid, payload: &Element) -> IqResponse {
         let (domain, user) = (owner.domain(), owner.node().unwrap_or_default());
-        let Some(app) = payload.attribute("jid").and_then(|j| Jid::parse(j).ok()) else {
+        let Some(app) = payload.jid_attribute("jid") else {
             return Err(StanzaError::with_text(
                 Cond::BadRequest,
                 "'jid' must name the app server",
@@ -379,11 +379,7 @@ impl Module for Push {
         {
             return Outcome::Pass;
         }
-        let Some(account) = stanza
-            .attribute("to")
-            .and_then(|t| Jid::parse(t).ok())
-            .map(|j| j.bare())
-        else {
+        let Some(account) = stanza.jid_attribute("to").map(|j| j.bare()) else {
             return Outcome::Pass;
         };
         self.notify(server, &account, stanza).await;

@@ -236,10 +236,8 @@ impl Module for Register {
         let Some(query) = stanza.get_child("query", NS_REGISTER) else {
             return Outcome::Pass;
         };
-        let (Some(from), Some(to)) = (
-            stanza.attribute("from").and_then(|f| Jid::parse(f).ok()),
-            stanza.attribute("to").and_then(|t| Jid::parse(t).ok()),
-        ) else {
+        let (Some(from), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return Outcome::Pass;
         };
         if !server.config().is_local_host(to.domain()) || to.resource().is_some() {

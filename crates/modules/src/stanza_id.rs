@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use minidom::Element;
 use starling_core::xml::BuilderExt;
 use starling_core::{Hook, HookContext, Module, Outcome, Server};
-use starling_proto::jid::Jid;
 use starling_proto::Attr;
 
 /// The XEP-0359 namespace (also its disco feature).
@@ -103,7 +102,7 @@ impl Module for StanzaIds {
         if stanza.name() != "message" || !stanza.children().any(|c| c.is("stanza-id", NS_SID)) {
             return Outcome::Pass;
         }
-        let Some(sender) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(sender) = stanza.jid_attribute("from") else {
             return Outcome::Pass;
         };
         let bare = sender.bare();

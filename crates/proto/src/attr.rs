@@ -15,6 +15,12 @@ use minidom::Element;
 pub trait Attr {
     /// The value of the attribute `name` in no namespace, if present.
     fn attribute(&self, name: &str) -> Option<&str>;
+
+    /// The attribute `name` as a JID, if present and valid (a `from`, `to` or `jid`).
+    fn jid_attribute(&self, name: &str) -> Option<crate::jid::Jid> {
+        self.attribute(name)
+            .and_then(|v| crate::jid::Jid::parse(v).ok())
+    }
 }
 
 impl Attr for Element {
@@ -45,5 +51,16 @@ mod tests {
         assert_eq!(el.attribute("type"), Some("chat"));
         let bare: Element = "<presence xmlns='jabber:client'/>".parse().unwrap();
         assert_eq!(bare.attribute("type"), None);
+    }
+
+    #[test]
+    fn jid_attributes_parse_or_are_absent() {
+        let el: Element = "<iq xmlns='jabber:client' from='Alice@Example.com/phone' to='@bad'              id='1'/>"
+            .parse()
+            .unwrap();
+        let from = el.jid_attribute("from").unwrap();
+        assert_eq!(from.as_str(), "alice@example.com/phone", "prepared");
+        assert_eq!(el.jid_attribute("to"), None, "an invalid JID");
+        assert_eq!(el.jid_attribute("jid"), None, "absent");
     }
 }

@@ -665,8 +665,7 @@ impl Inbound {
             return Err(serr(SE::PolicyViolation, "STARTTLS is required"));
         }
         let domain = |a: &str| {
-            el.attribute(a)
-                .and_then(|d| Jid::parse(d).ok())
+            el.jid_attribute(a)
                 .filter(|j| j.node().is_none() && j.resource().is_none())
                 .map(|j| j.domain().to_owned())
         };
@@ -774,7 +773,7 @@ impl Inbound {
                 "authenticate before sending stanzas",
             ));
         }
-        let jid = |a: &str| el.attribute(a).and_then(|j| Jid::parse(j).ok());
+        let jid = |a: &str| el.jid_attribute(a);
         let (Some(from), Some(to)) = (jid("from"), jid("to")) else {
             return Err(serr(
                 SE::ImproperAddressing,

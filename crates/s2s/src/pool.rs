@@ -196,7 +196,7 @@ impl Pool {
 #[async_trait]
 impl RemoteRoute for Pool {
     async fn send(&self, server: &Server, stanza: Element, to: Jid) {
-        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.jid_attribute("from") else {
             tracing::warn!("stanza for a remote domain without 'from'; dropped");
             return;
         };
@@ -257,11 +257,7 @@ struct Outbound {
 impl Outbound {
     /// Queues one stanza for writing, or holds it until its domain is authenticated.
     async fn take(&mut self, stanza: Element) {
-        let Some(local) = stanza
-            .attribute("from")
-            .and_then(|f| Jid::parse(f).ok())
-            .map(|j| j.domain().to_owned())
-        else {
+        let Some(local) = stanza.jid_attribute("from").map(|j| j.domain().to_owned()) else {
             return;
         };
         if self.authed.contains(&local) {
@@ -354,7 +350,7 @@ impl Outbound {
                 "this stream is not bidirectional",
             ));
         }
-        let jid = |a: &str| el.attribute(a).and_then(|j| Jid::parse(j).ok());
+        let jid = |a: &str| el.jid_attribute(a);
         let (Some(from), Some(to)) = (jid("from"), jid("to")) else {
             return Err(StreamError::with_text(
                 SE::ImproperAddressing,

@@ -527,11 +527,9 @@ fn involves(item: &ArchiveItem, full: &Jid) -> bool {
     let Some(msg) = parse_payload(item) else {
         return false;
     };
-    ["from", "to"].into_iter().any(|a| {
-        msg.attribute(a)
-            .and_then(|v| Jid::parse(v).ok())
-            .is_some_and(|j| j == *full)
-    })
+    ["from", "to"]
+        .into_iter()
+        .any(|a| msg.jid_attribute(a).is_some_and(|j| j == *full))
 }
 
 fn parse_payload(item: &ArchiveItem) -> Option<Element> {
@@ -657,10 +655,6 @@ async fn sweep(server: &Server, days: u32) {
     }
 }
 
-fn jid_attr(el: &Element, name: &str) -> Option<Jid> {
-    el.attribute(name).and_then(|v| Jid::parse(v).ok())
-}
-
 #[async_trait]
 impl Module for Mam {
     fn name(&self) -> &'static str {
@@ -746,7 +740,8 @@ impl Module for Mam {
         if stanza.name() != "message" {
             return Outcome::Pass;
         }
-        let (Some(from), Some(to)) = (jid_attr(stanza, "from"), jid_attr(stanza, "to")) else {
+        let (Some(from), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return Outcome::Pass;
         };
         let (user, other) = match hook {

@@ -142,7 +142,7 @@ impl Room {
     /// An IQ to the room or to an occupant.
     pub async fn on_iq(&mut self, server: &Server, svc: &Service, iq: Element, from: Jid) {
         let kind = iq.attribute("type").unwrap_or_default();
-        let Some(to) = iq.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = iq.jid_attribute("to") else {
             return;
         };
         if !matches!(kind, "get" | "set") {

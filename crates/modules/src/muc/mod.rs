@@ -294,7 +294,7 @@ impl Service {
     }
 
     async fn handle(&self, server: &Server, room: &mut Room, stanza: Element) {
-        let Some(from) = stanza.attribute("from").and_then(|f| Jid::parse(f).ok()) else {
+        let Some(from) = stanza.jid_attribute("from") else {
             return;
         };
         match stanza.name() {
@@ -342,8 +342,7 @@ impl Module for Muc {
         // doc). Not what a room sends itself (an error bounced back to a room, say): its
         // task would wait for itself.
         let from_a_room = stanza
-            .attribute("from")
-            .and_then(|f| Jid::parse(f).ok())
+            .jid_attribute("from")
             .is_some_and(|f| self.service.domains.iter().any(|d| d == f.domain()));
         let (done, handled) = if stanza.name() == "message"
             && stanza.attribute("type") == Some("groupchat")

@@ -120,7 +120,7 @@ pub struct Room {
 /// How a stanza is sent: straight to a local session, or through the router.
 pub async fn deliver(server: &Server, el: Element, fast: bool) {
     if fast {
-        if let Some(to) = el.attribute("to").and_then(|t| Jid::parse(t).ok()) {
+        if let Some(to) = el.jid_attribute("to") {
             if to.resource().is_some() && server.config().is_local_host(to.domain()) {
                 if let Some(s) = server.router().session(&to) {
                     server.deliver_to(&s, &to, el).await;
@@ -450,7 +450,7 @@ impl Room {
 
     /// A presence to `room/nick` (or the bare room JID) from `from`.
     pub async fn on_presence(&mut self, server: &Server, svc: &Service, p: Element, from: Jid) {
-        let Some(to) = p.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = p.jid_attribute("to") else {
             return;
         };
         let in_room = self.sessions.get(&from).cloned();
@@ -877,7 +877,7 @@ impl Room {
 
     /// A message to the room or to `room/nick`.
     pub async fn on_message(&mut self, server: &Server, svc: &Service, m: Element, from: Jid) {
-        let Some(to) = m.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(to) = m.jid_attribute("to") else {
             return;
         };
         let mtype = m.attribute("type").unwrap_or("normal");
@@ -1067,7 +1067,7 @@ impl Room {
         }
         let mut changed = false;
         for inv in x.children().filter(|c| c.is("invite", NS_MUC_USER)) {
-            let Some(invitee) = inv.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+            let Some(invitee) = inv.jid_attribute("to") else {
                 refuse(server, m, StanzaError::new(Cond::JidMalformed)).await;
                 return;
             };
@@ -1118,7 +1118,7 @@ impl Room {
     }
 
     async fn decline(&self, server: &Server, m: &Element, d: &Element, from: &Jid) {
-        let Some(inviter) = d.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+        let Some(inviter) = d.jid_attribute("to") else {
             refuse(server, m, StanzaError::new(Cond::JidMalformed)).await;
             return;
         };

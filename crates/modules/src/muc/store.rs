@@ -73,7 +73,7 @@ fn decode(room: &mut Room, svc: &Service, bytes: &[u8]) -> Option<()> {
     }
     for a in doc.children().filter(|c| c.is("affiliation", NS_STORE)) {
         let (Some(jid), Some(aff)) = (
-            a.attribute("jid").and_then(|j| Jid::parse(j).ok()),
+            a.jid_attribute("jid"),
             a.attribute("affiliation").and_then(Affiliation::parse),
         ) else {
             continue;

@@ -383,10 +383,7 @@ impl Pep {
 
     /// The answer to one of our caps queries.
     async fn caps_answer(&self, server: &Server, iq: &Element) -> Outcome {
-        let (Some(id), Some(from)) = (
-            iq.attribute("id"),
-            iq.attribute("from").and_then(|f| Jid::parse(f).ok()),
-        ) else {
+        let (Some(id), Some(from)) = (iq.attribute("id"), iq.jid_attribute("from")) else {
             return Outcome::Pass;
         };
         let Some((owners, nodes)) = self.interest.lock().answer(id, &from, iq) else {
@@ -929,8 +926,7 @@ impl Module for Pep {
             return Outcome::Pass;
         }
         let Some(from) = stanza
-            .attribute("from")
-            .and_then(|f| Jid::parse(f).ok())
+            .jid_attribute("from")
             .filter(|f| f.resource().is_some())
         else {
             return Outcome::Pass;
@@ -939,7 +935,7 @@ impl Module for Pep {
             // The owner's own resources (XEP-0163 §4 rule 3).
             Hook::Broadcast => from.bare(),
             Hook::Account => {
-                let Some(owner) = stanza.attribute("to").and_then(|t| Jid::parse(t).ok()) else {
+                let Some(owner) = stanza.jid_attribute("to") else {
                     return Outcome::Pass;
                 };
                 let owner = owner.bare();

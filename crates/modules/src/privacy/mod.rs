@@ -145,11 +145,11 @@ fn exempt(user: &Jid, other: &Jid) -> bool {
 }
 
 fn from_jid(stanza: &Element) -> Option<Jid> {
-    stanza.attribute("from").and_then(|f| Jid::parse(f).ok())
+    stanza.jid_attribute("from")
 }
 
 fn to_jid(stanza: &Element) -> Option<Jid> {
-    stanza.attribute("to").and_then(|f| Jid::parse(f).ok())
+    stanza.jid_attribute("to")
 }
 
 fn unavailable(from: &Jid, to: &Jid) -> Element {
@@ -1359,8 +1359,7 @@ fn parse_items(el: &Element) -> Result<Vec<Jid>, StanzaError> {
     let mut out = Vec::new();
     for item in el.children().filter(|c| c.is("item", NS_BLOCKING)) {
         let jid = item
-            .attribute("jid")
-            .and_then(|j| Jid::parse(j).ok())
+            .jid_attribute("jid")
             .ok_or_else(|| StanzaError::new(Cond::JidMalformed))?;
         if out.len() >= rules::MAX_ITEMS {
             return Err(StanzaError::with_text(

@@ -305,10 +305,8 @@ impl Roster {
 
     /// The user sends a subscription stanza (RFC 6121 Appendix A.2).
     async fn outbound(&self, server: &Server, stanza: &Element, kind: Kind) {
-        let (Some(from), Some(to)) = (
-            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
-        ) else {
+        let (Some(from), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return;
         };
         let user = from.bare();
@@ -402,10 +400,8 @@ impl Roster {
 
     /// A subscription stanza arrives for a local user (RFC 6121 Appendix A.3).
     async fn inbound(&self, server: &Server, stanza: &Element, kind: Kind) -> Outcome {
-        let (Some(from), Some(to)) = (
-            stanza.attribute("from").and_then(|j| Jid::parse(j).ok()),
-            stanza.attribute("to").and_then(|j| Jid::parse(j).ok()),
-        ) else {
+        let (Some(from), Some(to)) = (stanza.jid_attribute("from"), stanza.jid_attribute("to"))
+        else {
             return Outcome::Handled;
         };
         let contact = from.bare();
