@@ -205,16 +205,6 @@ impl<T> Receiver<T> {
     pub fn close(&mut self) {
         self.shared.state.lock().closed = true;
     }
-
-    /// How many items are queued.
-    pub fn len(&self) -> usize {
-        self.shared.state.lock().items.len()
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<T> Drop for Receiver<T> {
@@ -262,7 +252,7 @@ mod tests {
         assert_eq!(tx.try_send(3), Err(TrySendError::Full(3)));
         assert_eq!(rx.try_recv(), Ok(1));
         tx.try_send(3).unwrap();
-        assert_eq!(rx.len(), 2);
+        assert_eq!(rx.shared.state.lock().items.len(), 2);
         // A capacity of 0 is taken as 1.
         let (tx0, _rx0) = channel::<u8>(0);
         tx0.try_send(1).unwrap();

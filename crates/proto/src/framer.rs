@@ -521,7 +521,7 @@ impl Framer {
         if self.stack.is_empty() {
             self.unit_start = Some(head.start);
             if self.stack.capacity() == 0 {
-                self.stack = SPARE_STACK.with(std::cell::Cell::take);
+                self.stack = crate::spare::take(&SPARE_STACK);
             }
         }
         self.stack.push(el);
@@ -604,11 +604,7 @@ impl Framer {
             }
             None => {
                 self.unit_start = None;
-                let stack = std::mem::take(&mut self.stack);
-                SPARE_STACK.with(|spare| {
-                    let kept = spare.take();
-                    spare.set(if kept.capacity() > 0 { kept } else { stack });
-                });
+                crate::spare::give(&SPARE_STACK, std::mem::take(&mut self.stack));
                 Ok(Some(StreamEvent::Stanza(el)))
             }
         }

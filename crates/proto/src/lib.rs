@@ -8,6 +8,7 @@ pub mod error;
 pub mod framer;
 pub mod jid;
 pub mod ns;
+pub mod spare;
 pub mod stanza;
 pub mod writer;
 

@@ -344,6 +344,26 @@ mod tests {
         tokio::spawn(async move { s.archive_append(D, U, "mam", &it).await })
     }
 
+    /// Makes every append of an item with id `poison` fail in the database (a trigger).
+    async fn poison(s: &SqlStorage) {
+        sqlx::raw_sql(
+            "CREATE TRIGGER poison BEFORE INSERT ON archive WHEN NEW.item_id = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'poisoned item'); END;",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+    }
+
+    fn spawn_kv_set(
+        s: &Arc<SqlStorage>,
+        user: &'static str,
+        value: &'static [u8],
+    ) -> JoinHandle<Result<(), StorageError>> {
+        let s = s.clone();
+        tokio::spawn(async move { s.kv_set(D, user, "last", value).await })
+    }
+
     /// Waits (bounded) until the appender's backlog is `(queued, in flight)`.
     async fn wait_for_backlog(s: &SqlStorage, want: (usize, usize)) {
         let g = s.appender().expect("SQLite has a group-commit appender");
@@ -413,16 +433,10 @@ mod tests {
         let mut tasks = Vec::new();
         for (i, value) in ["one", "two", "three"].iter().enumerate() {
             // One at a time, so the queue order is known: the last write must win.
-            let st = s.clone();
-            tasks.push(tokio::spawn(async move {
-                st.kv_set(D, U, "last", value.as_bytes()).await
-            }));
+            tasks.push(spawn_kv_set(&s, U, value.as_bytes()));
             wait_for_backlog(&s, (i + 1, 1)).await;
         }
-        let st = s.clone();
-        tasks.push(tokio::spawn(async move {
-            st.kv_set(D, "bob", "last", b"bob's").await
-        }));
+        tasks.push(spawn_kv_set(&s, "bob", b"bob's"));
         tasks.push(spawn_append(&s, item("between", 1, "x@y")));
         wait_for_backlog(&s, (5, 1)).await;
         drop(conn);
@@ -450,16 +464,9 @@ mod tests {
     async fn a_failed_batch_keeps_no_key_value_write_of_it() {
         let s = memory().await;
         s.kv_set(D, U, "last", b"before").await.unwrap();
-        sqlx::raw_sql(
-            "CREATE TRIGGER poison BEFORE INSERT ON archive WHEN NEW.item_id = 'poison'
-             BEGIN SELECT RAISE(ABORT, 'poisoned item'); END;",
-        )
-        .execute(s.pool())
-        .await
-        .unwrap();
+        poison(&s).await;
         let (conn, first) = writer_held(&s).await;
-        let st = s.clone();
-        let kv = tokio::spawn(async move { st.kv_set(D, U, "last", b"lost").await });
+        let kv = spawn_kv_set(&s, U, b"lost");
         wait_for_backlog(&s, (1, 1)).await;
         let poison = spawn_append(&s, item("poison", 1, "x@y"));
         wait_for_backlog(&s, (2, 1)).await;
@@ -526,13 +533,7 @@ mod tests {
     #[tokio::test]
     async fn a_backend_failure_fails_the_whole_batch_and_keeps_none_of_it() {
         let s = memory().await;
-        sqlx::raw_sql(
-            "CREATE TRIGGER poison BEFORE INSERT ON archive WHEN NEW.item_id = 'poison'
-             BEGIN SELECT RAISE(ABORT, 'poisoned item'); END;",
-        )
-        .execute(s.pool())
-        .await
-        .unwrap();
+        poison(&s).await;
         let (conn, first) = writer_held(&s).await;
         let tasks: Vec<_> = ["good1", "poison", "good2"]
             .iter()

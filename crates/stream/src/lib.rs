@@ -23,6 +23,8 @@ use tokio::time::Instant;
 
 use std::cell::Cell;
 
+use starling_proto::spare;
+
 use crate::rate::TokenBucket;
 
 /// Bytes one read may take. Reads land in a buffer of this size per thread ([`SCRATCH`]),
@@ -64,7 +66,7 @@ thread_local! {
     /// An emptied output buffer, kept for the next stream on this thread that writes: a
     /// busy stream's buffer goes here at each flush and comes back at its next write, so
     /// freeing buffers of idle streams costs no allocation per message.
-    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
 /// One XML stream on one transport.
@@ -247,7 +249,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
     /// allocation rather than a string of doublings from nothing).
     fn out(&mut self) -> &mut Vec<u8> {
         if self.write_buf.capacity() == 0 {
-            self.write_buf = SPARE.with(Cell::take);
+            self.write_buf = spare::take(&SPARE);
             if self.write_buf.capacity() == 0 {
                 self.write_buf.reserve(FIRST_WRITE);
             }
@@ -290,17 +292,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             }
             // Given up, not kept: an idle stream holds no output buffer. It becomes this
             // thread's spare unless the thread has one (or it is oversized).
-            let mut buf = std::mem::take(&mut self.write_buf);
+            let buf = std::mem::take(&mut self.write_buf);
             self.written = 0;
             if buf.capacity() <= SPARE_MAX {
-                buf.clear();
-                SPARE.with(|spare| {
-                    let old = spare.replace(buf);
-                    if old.capacity() > 0 {
-                        // Keep the spare that was there; ours goes.
-                        spare.set(old);
-                    }
-                });
+                spare::give(&SPARE, buf);
             }
         }
         self.io.flush().await
@@ -367,6 +362,23 @@ mod tests {
             Ok(StreamEvent::Open(_))
         ));
         (stream, theirs)
+    }
+
+    /// The peer sends `<iq id='{id}'/>`; the stream reads that stanza next.
+    async fn echo_iq(
+        stream: &mut XmlStream<tokio::io::DuplexStream>,
+        theirs: &mut tokio::io::DuplexStream,
+        id: &str,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        theirs
+            .write_all(format!("<iq id='{id}'/>").as_bytes())
+            .await
+            .unwrap();
+        let Ok(StreamEvent::Stanza(el)) = stream.next_event().await else {
+            panic!("stanza {id} missing");
+        };
+        assert_eq!(el.attr("id"), Some(id));
     }
 
     /// Stanzas over the stanza rate are read later, none is lost, and the order holds.
@@ -483,14 +495,7 @@ mod tests {
         }
         assert_eq!(stream.bytes_in, (HEADER.len() + burst.len()) as u64);
         for i in 0..20 {
-            theirs
-                .write_all(format!("<iq id='s{i}'/>").as_bytes())
-                .await
-                .unwrap();
-            let Ok(StreamEvent::Stanza(el)) = stream.next_event().await else {
-                panic!("small stanza {i} missing");
-            };
-            assert_eq!(el.attr("id"), Some(format!("s{i}").as_str()));
+            echo_iq(&mut stream, &mut theirs, &format!("s{i}")).await;
         }
         assert!(!stream.last_read_filled);
         assert!(
@@ -504,21 +509,13 @@ mod tests {
     /// when the outbound queue wins), the next read still gets every byte.
     #[tokio::test]
     async fn a_cancelled_read_loses_nothing() {
-        use tokio::io::AsyncWriteExt;
         let (mut stream, mut theirs) = opened(1 << 16).await;
         for i in 0..5 {
             let waited =
                 tokio::time::timeout(std::time::Duration::from_millis(5), stream.next_event())
                     .await;
             assert!(waited.is_err(), "nothing was sent yet");
-            theirs
-                .write_all(format!("<iq id='c{i}'/>").as_bytes())
-                .await
-                .unwrap();
-            let Ok(StreamEvent::Stanza(el)) = stream.next_event().await else {
-                panic!("stanza {i} missing");
-            };
-            assert_eq!(el.attr("id"), Some(format!("c{i}").as_str()));
+            echo_iq(&mut stream, &mut theirs, &format!("c{i}")).await;
         }
     }
 
@@ -587,7 +584,7 @@ mod tests {
         stream.flush().await.unwrap();
         assert_eq!(stream.write_buf.capacity(), 0);
         // With the spare taken by another stream, a write allocates a small buffer.
-        let spare = SPARE.with(Cell::take);
+        let spare = spare::take(&SPARE);
         assert_eq!(spare.capacity(), grown);
         stream.queue_raw("<b/>");
         assert_eq!(stream.write_buf.capacity(), FIRST_WRITE);

@@ -1190,7 +1190,7 @@ fn the_fast_path_keeps_the_size_limit_exact() {
 /// thread share it, and the stanzas they read are whole.
 #[test]
 fn a_framer_between_stanzas_holds_no_element_stack() {
-    SPARE_STACK.with(std::cell::Cell::take);
+    crate::spare::take(&SPARE_STACK);
     let open = |f: &mut Framer| {
         f.feed(HEADER.as_bytes());
         assert!(matches!(f.next_event(), Ok(Some(StreamEvent::Open(_)))));
@@ -1212,12 +1212,9 @@ fn a_framer_between_stanzas_holds_no_element_stack() {
     let el = stanza(&mut a, deep);
     assert_eq!(a.stack.capacity(), 0, "given up with the stanza");
     assert_eq!(el.get_child("x", "u").unwrap().children().count(), 1);
-    let grown = SPARE_STACK.with(|s| {
-        let v = s.take();
-        let c = v.capacity();
-        s.set(v);
-        c
-    });
+    let stack = crate::spare::take(&SPARE_STACK);
+    let grown = stack.capacity();
+    crate::spare::give(&SPARE_STACK, stack);
     assert!(grown >= 4, "the spare holds the grown stack ({grown})");
     // The other stream takes the spare for its stanza (rxml's path: CDATA) and gives it back.
     let el = stanza(&mut b, b"<message><body><![CDATA[<raw>]]></body></message>");
