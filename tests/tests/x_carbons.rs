@@ -145,7 +145,7 @@ async fn carbons_are_advertised_and_enabling_is_idempotent() {
 #[tokio::test]
 async fn received_and_sent_copies_reach_the_other_enabled_resources_only() {
     let Scene {
-        server: _server,
+        server,
         mut phone,
         mut tablet,
         mut laptop,
@@ -220,6 +220,25 @@ async fn received_and_sent_copies_reach_the_other_enabled_resources_only() {
         .get_child("stanza-id", SID)
         .expect("archive id in the sent copy");
     assert_eq!(sid.attr("by"), Some("alice@localhost"));
+    // It is the id the message has in alice's archive, stored before the tablet's session
+    // went on to answer its ping (the sender's append finishes while the message is routed).
+    let page = server
+        .server()
+        .storage()
+        .archive_query(
+            "localhost",
+            "alice",
+            "mam",
+            &starling_storage::ArchiveQuery {
+                ids: Some(vec![sid.attr("id").unwrap().to_owned()]),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1, "sent copy's id {sid:?} not archived");
+    assert_eq!(page.items[0].with, "bob@localhost");
     no_message(&mut tablet).await;
     no_message(&mut laptop).await;
 

@@ -15,7 +15,7 @@ pub mod session;
 pub mod xml;
 
 pub use config::Config;
-pub use module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
+pub use module::{AfterRoute, Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 pub use router::Router;
 pub use server::{RemoteRoute, Server};
 pub use session::{Outbound, SessionHandle, SharedStanza};

@@ -5,8 +5,12 @@
 //! stanzas addressed to a bare JID or to the server, and to session events. The server builds
 //! its dispatch table from the enabled modules at start; adding a XEP never edits the router.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use minidom::Element;
+use parking_lot::Mutex;
 use starling_proto::error::StanzaError;
 use starling_proto::jid::Jid;
 use starling_proto::stanza::IqType;
@@ -108,6 +112,47 @@ pub struct HookContext<'a> {
     pub session: Option<&'a Jid>,
     /// For [`Hook::Delivered`]: the sessions that queued the message.
     pub delivered: &'a [Jid],
+    /// For [`Hook::Sent`] from [`Server::route_from_client`]: work that may run while the
+    /// stanza is routed (see [`AfterRoute`]). `None` elsewhere: do the work before returning.
+    pub after_route: Option<&'a AfterRoute>,
+}
+
+/// A unit of [`AfterRoute`] work.
+pub type RouteWork = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Work a [`Hook::Sent`] module started for a client's stanza that must be finished before
+/// the sending session reads its next stanza, but need not be finished before the stanza is
+/// routed. [`Server::route_from_client`] runs it concurrently with the routing and returns
+/// once both are done.
+///
+/// Why: the sender's archive append (MAM) and the receiver's (made while the message is
+/// routed) each wait for a storage commit. One after the other, a message between two local
+/// users cost two commits of latency (two fsyncs on SQLite); side by side they usually share
+/// one. The sending session still waits for its own work, so what it sends next is handled
+/// after it, in order.
+#[derive(Default)]
+pub struct AfterRoute {
+    work: Mutex<Vec<RouteWork>>,
+}
+
+impl AfterRoute {
+    /// Adds work to run while the stanza is routed.
+    pub fn push(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.work.lock().push(Box::pin(work));
+    }
+
+    /// The work pushed so far.
+    pub(crate) fn take(&self) -> Vec<RouteWork> {
+        std::mem::take(&mut *self.work.lock())
+    }
+}
+
+impl std::fmt::Debug for AfterRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterRoute")
+            .field("work", &self.work.lock().len())
+            .finish()
+    }
 }
 
 /// One feature of the server.

@@ -20,7 +20,7 @@ use starling_storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::module::{Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
+use crate::module::{AfterRoute, Hook, HookContext, IqRequest, Module, Outcome, SessionEvent};
 use crate::router::Router;
 use crate::session::{SessionHandle, SharedStanza};
 use crate::xml::BuilderExt;
@@ -470,20 +470,32 @@ impl Server {
     }
 
     /// Routes a stanza sent by a local client: [`Hook::Outbound`] first, then the
-    /// [`Hook::Sent`] edits, then [`Server::route`].
+    /// [`Hook::Sent`] edits, then [`Server::route`], side by side with the work the edits
+    /// left in an [`AfterRoute`]; returns once both are done.
     pub async fn route_from_client(&self, mut stanza: Element) {
         if self.hooks(&stanza, Hook::Outbound).await == Outcome::Handled {
             return;
         }
-        if self.hook_table.contains_key(&Hook::Sent)
-            && self
-                .run_edit_hooks(&mut stanza, Hook::Sent, HookContext::default())
-                .await
-                == Outcome::Handled
-        {
+        if !self.hook_table.contains_key(&Hook::Sent) {
+            return self.route(stanza).await;
+        }
+        let after = AfterRoute::default();
+        let ctx = HookContext {
+            after_route: Some(&after),
+            ..HookContext::default()
+        };
+        let outcome = self.run_edit_hooks(&mut stanza, Hook::Sent, ctx).await;
+        let work = after.take();
+        if outcome == Outcome::Handled {
+            // Not routed: the work that was started still finishes before the next stanza.
+            futures_util::future::join_all(work).await;
             return;
         }
-        self.route(stanza).await;
+        if work.is_empty() {
+            return self.route(stanza).await;
+        }
+        // The work first: what it starts (a storage write) is queued before the routing's.
+        tokio::join!(futures_util::future::join_all(work), self.route(stanza));
     }
 
     async fn account_exists(&self, jid: &Jid) -> Option<bool> {
@@ -716,5 +728,91 @@ impl Server {
             ..HookContext::default()
         };
         self.run_hooks(&pres, Hook::Broadcast, ctx).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::config::ResourceConflict;
+
+    /// At [`Hook::Sent`], leaves work that waits for `release` and then counts itself done.
+    struct Slow {
+        release: Arc<Notify>,
+        done: Arc<AtomicBool>,
+    }
+
+    #[async_trait]
+    impl Module for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+
+        fn hooks(&self) -> Vec<Hook> {
+            vec![Hook::Sent]
+        }
+
+        async fn edit_stanza(
+            &self,
+            _server: &Server,
+            _stanza: &mut Element,
+            _hook: Hook,
+            ctx: HookContext<'_>,
+        ) -> Outcome {
+            let (release, done) = (self.release.clone(), self.done.clone());
+            ctx.after_route.expect("route_from_client passes one").push(async move {
+                release.notified().await;
+                done.store(true, Ordering::SeqCst);
+            });
+            Outcome::Pass
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_stanza_is_routed_while_its_after_route_work_runs_and_waited_for() {
+        let storage = starling_storage::open("sqlite::memory:").await.unwrap();
+        let release = Arc::new(Notify::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let slow = Arc::new(Slow {
+            release: release.clone(),
+            done: done.clone(),
+        });
+        let server = Server::new(Arc::new(Config::default()), storage, vec![slow]).unwrap();
+        let bob = Jid::parse("bob@localhost/pc").unwrap();
+        let (handle, mut inbox) = SessionHandle::new(8);
+        server
+            .router()
+            .bind(&bob, handle, ResourceConflict::KickOld, 10)
+            .unwrap();
+        let msg: Element = "<message xmlns='jabber:client' from='alice@localhost/phone' \
+            to='bob@localhost/pc' type='chat'><body>hi</body></message>"
+            .parse()
+            .unwrap();
+        let routing = tokio::spawn({
+            let server = server.clone();
+            async move { server.route_from_client(msg).await }
+        });
+        // Delivered while the work still waits...
+        let got = tokio::time::timeout(Duration::from_secs(10), inbox.rx.recv())
+            .await
+            .expect("delivered before the work finished")
+            .unwrap();
+        assert!(matches!(got, crate::Outbound::Stanza(s) if s.name() == "message"));
+        // ...and route_from_client returns only once the work is done.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!routing.is_finished());
+        assert!(!done.load(Ordering::SeqCst));
+        release.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), routing)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(done.load(Ordering::SeqCst));
     }
 }

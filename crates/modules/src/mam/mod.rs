@@ -19,9 +19,12 @@
 //!   storage once per user and then cached; `default='roster'` adds one roster lookup per
 //!   message. On SQLite each append is durable (`synchronous=FULL`) before it returns, so
 //!   the disk's flush latency is the price of a chat message; appends from concurrent
-//!   sessions share one transaction and one fsync (storage's group commit), but the two
-//!   appends of one message are made one after the other (the sender's at [`Hook::Sent`],
-//!   the receiver's at [`Hook::Accepted`]). The quota adds no write per message (see
+//!   sessions share one transaction and one fsync (storage's group commit). The two appends
+//!   of one message run side by side: the sender's, started at [`Hook::Sent`], is finished
+//!   while the message is routed ([`AfterRoute`](starling_core::AfterRoute)) and the
+//!   receiver's is made at [`Hook::Accepted`], so they usually share a commit. The message
+//!   can thus reach its receiver a moment before the sender's copy is durable; the sending
+//!   session reads its next stanza only after it is. The quota adds no write per message (see
 //!   [`quota`]). The benchmark (`starling bench archive`) measures it.
 //! - **Stanza ids** (§3.5, XEP-0359): the id is put on the message as `<stanza-id by='user'/>`
 //!   after deleting any claiming the same `by`. For an outgoing message the id is there for the
@@ -118,29 +121,24 @@ pub struct Mam {
     retention_days: u32,
     /// Preferences by bare JID, read from storage on first use.
     prefs: RwLock<HashMap<Jid, Arc<Prefs>>>,
+    /// Whether the retention sweep task was started.
+    sweeping: AtomicBool,
+    /// Ids, appends and the quota.
+    appends: Arc<Appends>,
+}
+
+/// What an append needs besides the server; shared with the work an outgoing message leaves
+/// running while it is routed ([`AfterRoute`](starling_core::AfterRoute)).
+struct Appends {
     /// Makes archive ids unpredictable: hashing keys drawn at start.
     id_keys: RandomState,
     /// Makes archive ids unique within the process.
     id_counter: AtomicU64,
-    /// Whether the retention sweep task was started.
-    sweeping: AtomicBool,
     /// `[mam] max_messages_per_user` and the archive sizes it needs.
     quota: quota::Quota,
 }
 
-impl Mam {
-    /// An archive with the settings of `[mam]`.
-    pub fn new(config: &MamConfig) -> Mam {
-        Mam {
-            retention_days: config.retention_days,
-            prefs: RwLock::new(HashMap::new()),
-            id_keys: RandomState::new(),
-            id_counter: AtomicU64::new(0),
-            sweeping: AtomicBool::new(false),
-            quota: quota::Quota::new(config.max_messages_per_user, STORE, "user"),
-        }
-    }
-
+impl Appends {
     fn next_id(&self) -> String {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         let t = std::time::SystemTime::now()
@@ -150,6 +148,51 @@ impl Mam {
         let a = self.id_keys.hash_one((n, t, 0u8));
         let b = self.id_keys.hash_one((n, t, 1u8));
         format!("{a:016x}{b:016x}")
+    }
+
+    /// Appends `item` to `user`'s archive: the id it was stored under (a new one if its own
+    /// was taken), or `None` once the failure is logged.
+    async fn append(&self, server: &Server, user: &Jid, mut item: ArchiveItem) -> Option<String> {
+        let node = user.node()?;
+        for _ in 0..2 {
+            match server
+                .storage()
+                .archive_append(user.domain(), node, STORE, &item)
+                .await
+            {
+                Ok(()) => {
+                    self.quota.appended(server, &user.bare()).await;
+                    return Some(item.id);
+                }
+                // A 128-bit collision: draw again.
+                Err(StorageError::AlreadyExists) => item.id = self.next_id(),
+                Err(e) => {
+                    tracing::error!(error = %e, %user, "archiving a message failed");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Mam {
+    /// An archive with the settings of `[mam]`.
+    pub fn new(config: &MamConfig) -> Mam {
+        Mam {
+            retention_days: config.retention_days,
+            prefs: RwLock::new(HashMap::new()),
+            sweeping: AtomicBool::new(false),
+            appends: Arc::new(Appends {
+                id_keys: RandomState::new(),
+                id_counter: AtomicU64::new(0),
+                quota: quota::Quota::new(config.max_messages_per_user, STORE, "user"),
+            }),
+        }
+    }
+
+    fn next_id(&self) -> String {
+        self.appends.next_id()
     }
 
     /// Messages before this instant are expired (`None`: nothing expires).
@@ -184,14 +227,14 @@ impl Mam {
         cache.insert(user.clone(), prefs);
     }
 
-    /// Archives `msg` in `user`'s archive if the preferences allow it; the archive id.
-    async fn archive(
+    /// What to append to `user`'s archive for `msg`, if the preferences allow it.
+    async fn item_for(
         &self,
         server: &Server,
         user: &Jid,
         other: &Jid,
         msg: &Element,
-    ) -> Option<String> {
+    ) -> Option<ArchiveItem> {
         let node = user.node()?;
         let storage = server.storage();
         let prefs = match self.prefs_of(server, user).await {
@@ -221,30 +264,12 @@ impl Mam {
         }
         let mut payload = Vec::new();
         writer::write_element(msg, &mut payload);
-        let mut item = ArchiveItem {
+        Some(ArchiveItem {
             id: self.next_id(),
             when_ms: now_ms(),
             with: other.bare().as_str().to_owned(),
             payload,
-        };
-        for _ in 0..2 {
-            match storage
-                .archive_append(user.domain(), node, STORE, &item)
-                .await
-            {
-                Ok(()) => {
-                    self.quota.appended(server, &user.bare()).await;
-                    return Some(item.id);
-                }
-                // A 128-bit collision: draw again.
-                Err(StorageError::AlreadyExists) => item.id = self.next_id(),
-                Err(e) => {
-                    tracing::error!(error = %e, %user, "archiving a message failed");
-                    return None;
-                }
-            }
-        }
-        None
+        })
     }
 
     /// The archive id of `msg` if it carries one `by` this archive and *is* the archived
@@ -735,7 +760,7 @@ impl Module for Mam {
         server: &Server,
         stanza: &mut Element,
         hook: Hook,
-        _ctx: HookContext<'_>,
+        ctx: HookContext<'_>,
     ) -> Outcome {
         if stanza.name() != "message" {
             return Outcome::Pass;
@@ -766,7 +791,25 @@ impl Module for Mam {
         if !archivable(stanza) {
             return Outcome::Pass;
         }
-        if let Some(id) = self.archive(server, &user, &other, stanza).await {
+        let Some(item) = self.item_for(server, &user, &other, stanza).await else {
+            return Outcome::Pass;
+        };
+        if let (Hook::Sent, Some(after), Some(server)) = (hook, ctx.after_route, server.arc()) {
+            // The sender's copy is stored while the message is routed (its receiver's append
+            // then usually shares the commit); the sending session waits for it before its
+            // next stanza. The id is stamped now, for the carbons copies: should the append
+            // fail, they carry an id the archive lacks (the failure is logged).
+            stamp(stanza, user.as_str(), &item.id);
+            let appends = self.appends.clone();
+            let drawn = item.id.clone();
+            after.push(async move {
+                if let Some(id) = appends.append(&server, &user, item).await {
+                    if id != drawn {
+                        tracing::warn!(%user, "archive id taken: the sent message's carbons copies carry the id it replaced");
+                    }
+                }
+            });
+        } else if let Some(id) = self.appends.append(server, &user, item).await {
             stamp(stanza, user.as_str(), &id);
         }
         Outcome::Pass
