@@ -60,6 +60,7 @@ use crate::{ArchiveItem, StorageError};
 /// Most writes made in one transaction. A batch this size is well under a second of
 /// inserts, so one commit never makes the callers behind it wait long.
 pub(crate) const MAX_BATCH: usize = 256;
+const _: () = assert!(MAX_BATCH * 7 <= 32_766, "a batch of appends must fit one statement");
 
 /// One write waiting for its transaction.
 struct Pending {
@@ -237,7 +238,13 @@ async fn write_batches(shared: Arc<Shared>) {
             }
             queue.pending.drain(..n).collect()
         };
-        match write(&shared.pool, &mut conn, &batch).await {
+        let result = write(&shared.pool, &mut conn, &batch).await;
+        if shared.pool.num_idle() == 0 {
+            // Someone may be waiting for a connection (a pool of one, or every other one
+            // busy): give this one back between batches rather than starve them.
+            conn = None;
+        }
+        match result {
             Ok(results) => {
                 shared.commits.fetch_add(1, Ordering::Relaxed);
                 for (pending, result) in batch.into_iter().zip(results) {
@@ -348,7 +355,8 @@ async fn run(
     }
 }
 
-/// Inserts `appends` (all [`Write::Append`]) with one statement. An append whose id its
+/// Inserts `appends` (all [`Write::Append`]) with one statement: at most [`MAX_BATCH`] rows
+/// of 7 parameters, well under the bundled SQLite's limit of 32,766 per statement. An append whose id its
 /// archive already holds (stored before, or earlier in `appends`) inserts nothing and gets
 /// [`StorageError::AlreadyExists`]; `RETURNING` names the rows that were inserted.
 async fn insert(
@@ -630,6 +638,37 @@ mod tests {
             ]
         );
         assert!(statements(&[]).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_busy_writer_lets_a_reader_have_the_only_connection_between_batches() {
+        // `:memory:` is a pool of one connection: a writer that kept it while writes were
+        // queued would make every read wait until the writes stop.
+        let s = memory().await;
+        let (conn, first) = writer_held(&s).await;
+        const QUEUED: usize = 300;
+        let mut tasks = Vec::new();
+        for i in 0..QUEUED {
+            tasks.push(spawn_append(&s, item(&format!("q{i}"), 1, "x@y")));
+        }
+        wait_for_backlog(&s, (QUEUED, 1)).await;
+        let reader = tokio::spawn({
+            let s = s.clone();
+            async move { s.archive_count(D, U, "mam").await.unwrap() }
+        });
+        // The reader queues for the connection behind the writer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(conn);
+        let seen = reader.await.unwrap();
+        first.await.unwrap().unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(s.archive_count(D, U, "mam").await.unwrap(), QUEUED as u64 + 1);
+        assert!(
+            seen < QUEUED as u64 + 1,
+            "the read waited for every queued write ({seen} stored when it ran)"
+        );
     }
 
     #[tokio::test]
