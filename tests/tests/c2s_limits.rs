@@ -145,3 +145,32 @@ async fn the_global_connection_cap_refuses_extra_connections() {
     let mut extra = Conn::connect(server.c2s).await;
     extra.expect_stream_error("policy-violation").await;
 }
+
+/// A bound session keeps its connection's slot for its whole life (the session runs in a task
+/// of its own once negotiation ends; the slot goes with it), and gives it back when it ends.
+#[tokio::test]
+async fn bound_sessions_hold_their_connection_slots_until_they_end() {
+    let server = TestServer::start_with(|c| c.c2s.max_connections = 2).await;
+    server.add_user("alice", "pw-a").await;
+    server.add_user("bob", "pw-b").await;
+    let mut alice = server.login("alice", "pw-a", "phone").await;
+    let bob = server.login("bob", "pw-b", "pc").await;
+    // Both still bound: no room for a third connection.
+    let mut extra = Conn::connect(server.c2s).await;
+    extra.expect_stream_error("policy-violation").await;
+    drop(bob);
+    alice.ping_server().await;
+    // bob's session ended: its slot is free again.
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let mut c = Conn::connect(server.c2s).await;
+        c.send(&Conn::header("localhost")).await;
+        if let Some(starling_proto::framer::StreamEvent::Open(_)) = c.next_event().await {
+            if c.recv().await.name() == "features" {
+                break;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

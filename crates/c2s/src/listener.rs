@@ -124,9 +124,9 @@ impl C2sEntry {
                 peer,
                 ListenerKind::C2s,
                 shared,
+                slot,
             )
             .await;
-            drop(slot);
         });
         Ok(theirs)
     }
@@ -182,6 +182,21 @@ impl Drop for ConnectionSlot {
                 map.remove(&self.ip);
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl ConnectionSlot {
+    /// A slot of a limit of one connection, for tests that need a session's slot.
+    pub(crate) fn for_test() -> ConnectionSlot {
+        let limits = Arc::new(ConnectionLimits {
+            global: Arc::new(Semaphore::new(1)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: 1,
+        });
+        limits
+            .acquire(IpAddr::from([127, 0, 0, 1]))
+            .expect("a free slot")
     }
 }
 
@@ -317,9 +332,9 @@ async fn accept_loop(
                 peer,
                 kind,
                 shared,
+                slot,
             )
             .await;
-            drop(slot);
         });
     }
 }

@@ -38,6 +38,7 @@ use starling_stream::{ReadError, XmlStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::listener::ConnectionSlot;
 use crate::negotiate::{stream_error_xml, Bound};
 use crate::smacks::{failed_xml, Registry, ResumeRequest, SmState, TooHigh, NS_SM};
 use crate::transport::Transport;
@@ -120,9 +121,9 @@ pub(crate) async fn run(
     server: Arc<Server>,
     mut stream: Box<XmlStream<Transport>>,
     bound: Bound,
-    _host: String,
     peer: SocketAddr,
     registry: Arc<Registry>,
+    _slot: ConnectionSlot,
 ) {
     let Bound {
         jid,
@@ -639,10 +640,11 @@ mod tests {
         Box::new(XmlStream::new(Transport::Internal(ours), Limits::default()))
     }
 
-    /// An idle bound session is, in memory, mostly the futures of its task: the connection
-    /// task, `run` (boxed) and `connected` (boxed), each as large as its largest state. A
-    /// stream (~900 bytes) held by value in any of them, or the handshake future inline, made
-    /// them 2.2, 4.4 and 2.8 KB (issue 7: idle memory per session, 26.3 -> 19.3 KiB).
+    /// An idle bound session is, in memory, mostly the futures of its task: `run` (the
+    /// session task's own future since the negotiation task hands over to it) and
+    /// `connected` (boxed), each as large as its largest state. A stream (~900 bytes) held by
+    /// value in any of them, or the handshake future inline, made them 4.4 and 2.8 KB (issue
+    /// 7: idle memory per session, 26.3 -> 19.3 KiB).
     #[tokio::test]
     async fn an_idle_session_keeps_its_futures_small() {
         let storage = starling_storage::open("sqlite::memory:").await.unwrap();
@@ -671,8 +673,14 @@ mod tests {
         };
         let connected = std::mem::size_of_val(&s.connected(&mut inbox));
         let bound = Bound { jid, handle, inbox };
-        let run =
-            std::mem::size_of_val(&run(server, stream(), bound, String::new(), peer, registry));
+        let run = std::mem::size_of_val(&run(
+            server,
+            stream(),
+            bound,
+            peer,
+            registry,
+            ConnectionSlot::for_test(),
+        ));
         assert!(connected <= 1100, "Session::connected: {connected} bytes");
         assert!(run <= 900, "session::run: {run} bytes");
     }

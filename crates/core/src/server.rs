@@ -766,10 +766,12 @@ mod tests {
             ctx: HookContext<'_>,
         ) -> Outcome {
             let (release, done) = (self.release.clone(), self.done.clone());
-            ctx.after_route.expect("route_from_client passes one").push(async move {
-                release.notified().await;
-                done.store(true, Ordering::SeqCst);
-            });
+            ctx.after_route
+                .expect("route_from_client passes one")
+                .push(async move {
+                    release.notified().await;
+                    done.store(true, Ordering::SeqCst);
+                });
             Outcome::Pass
         }
     }

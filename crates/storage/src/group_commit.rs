@@ -60,7 +60,10 @@ use crate::{ArchiveItem, StorageError};
 /// Most writes made in one transaction. A batch this size is well under a second of
 /// inserts, so one commit never makes the callers behind it wait long.
 pub(crate) const MAX_BATCH: usize = 256;
-const _: () = assert!(MAX_BATCH * 7 <= 32_766, "a batch of appends must fit one statement");
+const _: () = assert!(
+    MAX_BATCH * 7 <= 32_766,
+    "a batch of appends must fit one statement"
+);
 
 /// One write waiting for its transaction.
 struct Pending {
@@ -369,7 +372,11 @@ async fn insert(
     );
     // Positional `?` parameters: SQLite looks `$N` names up one by one at each bind.
     for i in 0..appends.len() {
-        sql.push_str(if i == 0 { "(?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?)" });
+        sql.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?)"
+        });
     }
     sql.push_str(
         " ON CONFLICT (domain, username, store, item_id) DO NOTHING \
@@ -413,7 +420,12 @@ async fn insert(
                 unreachable!("statements() puts only appends together");
             };
             // Borrowed lookups would need a key type of their own; the batch is small.
-            let key = (p.domain.clone(), p.user.clone(), p.store.clone(), item.id.clone());
+            let key = (
+                p.domain.clone(),
+                p.user.clone(),
+                p.store.clone(),
+                item.id.clone(),
+            );
             match inserted.get_mut(&key) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
@@ -664,7 +676,10 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        assert_eq!(s.archive_count(D, U, "mam").await.unwrap(), QUEUED as u64 + 1);
+        assert_eq!(
+            s.archive_count(D, U, "mam").await.unwrap(),
+            QUEUED as u64 + 1
+        );
         assert!(
             seen < QUEUED as u64 + 1,
             "the read waited for every queued write ({seen} stored when it ran)"
