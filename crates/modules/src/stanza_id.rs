@@ -9,6 +9,7 @@
 //!   encounters an element with its own `by` MUST delete it; a stanza carries at most one id
 //!   per `by`). A contact can therefore never make a client believe a message sits in its
 //!   archive under an id of the contact's choosing.
+//! - [`UnpredictableIds`], the generator behind the archive's and the rooms' ids.
 //! - The [`StanzaIds`] module: the disco feature `urn:xmpp:sid:0` (§4), and at [`Hook::Sent`]
 //!   the removal of every `<stanza-id/>` whose `by` is the *sender's* bare JID. That covers ids
 //!   a client made up for its own archive and the id the archive added for the sender's own
@@ -108,6 +109,39 @@ impl Module for StanzaIds {
         let bare = sender.bare();
         strip_by(stanza, bare.as_str());
         Outcome::Pass
+    }
+}
+
+/// Unpredictable, process-unique ids: a keyed SipHash of a counter and the clock, 128 bits as
+/// 32 hex digits. The keys are drawn when the generator is made, so another server instance
+/// draws other ids. Used for the archive ids of users ([`crate::mam`]) and rooms
+/// ([`crate::muc`]).
+pub(crate) struct UnpredictableIds {
+    keys: std::collections::hash_map::RandomState,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl UnpredictableIds {
+    pub(crate) fn new() -> UnpredictableIds {
+        UnpredictableIds {
+            keys: std::collections::hash_map::RandomState::new(),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh id.
+    pub(crate) fn next(&self) -> String {
+        use std::hash::BuildHasher;
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let a = self.keys.hash_one((n, t, 0u8));
+        let b = self.keys.hash_one((n, t, 1u8));
+        format!("{a:016x}{b:016x}")
     }
 }
 

@@ -57,10 +57,8 @@ pub mod query;
 pub(crate) mod quota;
 
 use starling_proto::Attr;
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +79,7 @@ use starling_storage::{
 
 use crate::carbons::{is_carbon, NS_FORWARD};
 use crate::roster::item::STORE as ROSTER_STORE;
-use crate::stanza_id::{find, remove_children, stamp, strip_by};
+use crate::stanza_id::{find, remove_children, stamp, strip_by, UnpredictableIds};
 use crate::time::{now_ms, utc_stamp};
 use prefs::{Decision, Prefs};
 use query::{MamQuery, Page, NS_DATA, NS_MAM, NS_RSM};
@@ -130,24 +128,15 @@ pub struct Mam {
 /// What an append needs besides the server; shared with the work an outgoing message leaves
 /// running while it is routed ([`AfterRoute`](starling_core::AfterRoute)).
 struct Appends {
-    /// Makes archive ids unpredictable: hashing keys drawn at start.
-    id_keys: RandomState,
-    /// Makes archive ids unique within the process.
-    id_counter: AtomicU64,
+    /// Archive ids.
+    ids: UnpredictableIds,
     /// `[mam] max_messages_per_user` and the archive sizes it needs.
     quota: quota::Quota,
 }
 
 impl Appends {
     fn next_id(&self) -> String {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let a = self.id_keys.hash_one((n, t, 0u8));
-        let b = self.id_keys.hash_one((n, t, 1u8));
-        format!("{a:016x}{b:016x}")
+        self.ids.next()
     }
 
     /// Appends `item` to `user`'s archive: the id it was stored under (a new one if its own
@@ -184,8 +173,7 @@ impl Mam {
             prefs: RwLock::new(HashMap::new()),
             sweeping: AtomicBool::new(false),
             appends: Arc::new(Appends {
-                id_keys: RandomState::new(),
-                id_counter: AtomicU64::new(0),
+                ids: UnpredictableIds::new(),
                 quota: quota::Quota::new(config.max_messages_per_user, STORE, "user"),
             }),
         }

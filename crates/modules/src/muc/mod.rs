@@ -33,10 +33,7 @@ pub mod room;
 pub mod store;
 
 use starling_proto::Attr;
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -97,10 +94,8 @@ pub struct Service {
     /// Public rooms in memory that are not persistent (persistent ones are listed from
     /// storage): room JID -> name.
     temporary_listing: RwLock<BTreeMap<Jid, String>>,
-    /// Keys for unpredictable ids.
-    id_keys: RandomState,
-    /// Makes ids unique within the process.
-    id_counter: AtomicU64,
+    /// Room stanza ids and other unpredictable ids.
+    ids: crate::stanza_id::UnpredictableIds,
     /// `[muc] max_messages_per_room` and the room archive sizes it needs.
     pub(crate) archive_quota: crate::mam::quota::Quota,
 }
@@ -129,8 +124,7 @@ impl Service {
             rooms: Mutex::new(HashMap::new()),
             presence_in: Mutex::new(HashMap::new()),
             temporary_listing: RwLock::new(BTreeMap::new()),
-            id_keys: RandomState::new(),
-            id_counter: AtomicU64::new(0),
+            ids: crate::stanza_id::UnpredictableIds::new(),
             archive_quota,
         }
     }
@@ -153,14 +147,7 @@ impl Service {
 
     /// A fresh unpredictable id (stanza ids, salts).
     pub fn random_id(&self) -> String {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let a = self.id_keys.hash_one((n, t, 0u8));
-        let b = self.id_keys.hash_one((n, t, 1u8));
-        format!("{a:016x}{b:016x}")
+        self.ids.next()
     }
 
     /// Records that session `full` is in `room`.
