@@ -17,6 +17,7 @@ mod session;
 mod smacks;
 mod throttle;
 pub mod tls;
+pub mod tls_stream;
 mod transport;
 
 pub use listener::{start_listeners, C2sEntry, Carrier, ConnectionRefused, Listeners};

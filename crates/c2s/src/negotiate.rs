@@ -33,6 +33,7 @@ use crate::listener::ConnectionSlot;
 use crate::register::{Registration, NS_FEATURE, NS_REGISTER};
 use crate::smacks::{failed_xml, LookupError, Registry, ResumeRequest, NS_SM};
 use crate::tls::{channel_bindings, TlsSettings};
+use crate::tls_stream::ServerTls;
 use crate::transport::Transport;
 
 /// Failed SASL attempts allowed on one stream (RFC 6120 §6.4.5 asks for 2 to 5).
@@ -130,10 +131,9 @@ pub(crate) async fn run_connection(
     let shutdown = server.shutdown_token().clone();
     let transport = match (kind, transport) {
         (ListenerKind::C2sDirectTls, Transport::Plain(tcp)) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-            // Boxed: inline, the handshake (1.3 KB) would size the connection task for its
-            // whole life.
-            match Box::pin(tokio::time::timeout_at(deadline, acceptor.accept(tcp))).await {
+            // Boxed: inline, the handshake would size the connection task for its whole life.
+            let accept = ServerTls::accept(tcp, tls.config.clone());
+            match Box::pin(tokio::time::timeout_at(deadline, accept)).await {
                 Ok(Ok(s)) => Transport::Tls(Box::new(s)),
                 Ok(Err(e)) => {
                     tracing::info!(%peer, error = %e, "direct TLS handshake failed");
@@ -429,14 +429,15 @@ impl Negotiation {
                 if self.registration_offered() {
                     out.push_str(&format!("<register xmlns='{NS_FEATURE}'/>"));
                 }
-                if self.channel_binding() {
-                    // XEP-0440: which channel-binding types this server supports.
-                    out.push_str(concat!(
-                        "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>",
-                        "<channel-binding type='tls-exporter'/>",
-                        "<channel-binding type='tls-server-end-point'/>",
-                        "</sasl-channel-binding>"
-                    ));
+                if let Some(tls) = self.stream.as_ref().and_then(|s| s.get_ref().tls()) {
+                    // XEP-0440: which channel-binding types this stream supports
+                    // (`tls-exporter` under TLS 1.3 only; see tls_stream.rs).
+                    out.push_str("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
+                    if tls.tls_exporter().is_some() {
+                        out.push_str("<channel-binding type='tls-exporter'/>");
+                    }
+                    out.push_str("<channel-binding type='tls-server-end-point'/>");
+                    out.push_str("</sasl-channel-binding>");
                 }
             }
         } else {
@@ -499,8 +500,7 @@ impl Negotiation {
             Transport::Plain(tcp) => tcp,
             _ => unreachable!("checked above"),
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.config.clone());
-        match acceptor.accept(tcp).await {
+        match ServerTls::accept(tcp, self.tls.config.clone()).await {
             Ok(tls) => {
                 self.stream = Some(XmlStream::new(Transport::Tls(Box::new(tls)), self.limits));
                 Ok(())

@@ -14,6 +14,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::Digest;
 use starling_sasl::{ChannelBinding, ChannelBindingType};
 
+use crate::tls_stream::{ExporterCapture, ServerTls};
+
 /// ALPN protocol id for direct TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
 
@@ -74,6 +76,9 @@ impl TlsSettings {
             .with_no_client_auth()
             .with_single_cert(certs, key)?;
         config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+        // Gives ServerTls the TLS 1.3 exporter secret it derives `tls-exporter` from; it logs
+        // nothing anywhere.
+        config.key_log = Arc::new(ExporterCapture);
         Ok(TlsSettings {
             config: Arc::new(config),
             end_point_hash,
@@ -107,12 +112,9 @@ fn end_point_hash(cert: &CertificateDer<'_>) -> Vec<u8> {
 }
 
 /// The channel bindings of an established server-side TLS connection.
-pub fn channel_bindings(
-    conn: &rustls::ServerConnection,
-    end_point_hash: &[u8],
-) -> Vec<ChannelBinding> {
+pub fn channel_bindings(tls: &ServerTls, end_point_hash: &[u8]) -> Vec<ChannelBinding> {
     let mut out = Vec::with_capacity(2);
-    if let Ok(ekm) = conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None) {
+    if let Some(ekm) = tls.tls_exporter() {
         out.push(ChannelBinding {
             kind: ChannelBindingType::TlsExporter,
             data: ekm.to_vec(),

@@ -8,14 +8,15 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use crate::tls_stream::ServerTls;
 
 /// TCP, or TLS over TCP.
 pub enum Transport {
     /// Not (yet) encrypted.
     Plain(TcpStream),
     /// Encrypted. Boxed: the TLS state is large and most of a session's life is spent here.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<ServerTls>),
     /// An in-process pipe from the HTTP front end (crates/http). The HTTP layer hands over
     /// only connections it deems confidential (HTTPS, or plaintext from a trusted loopback
     /// peer such as a TLS-terminating proxy), so the stream counts as secure: no STARTTLS
@@ -30,11 +31,10 @@ impl Transport {
         matches!(self, Transport::Tls(_) | Transport::Internal(_))
     }
 
-    /// The TLS connection state, when this stream itself runs TLS (what channel binding
-    /// needs).
-    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+    /// The TLS stream, when this stream itself runs TLS (what channel binding needs).
+    pub fn tls(&self) -> Option<&ServerTls> {
         match self {
-            Transport::Tls(t) => Some(t.get_ref().1),
+            Transport::Tls(t) => Some(t),
             Transport::Plain(_) | Transport::Internal(_) => None,
         }
     }
