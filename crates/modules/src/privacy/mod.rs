@@ -35,6 +35,7 @@
 //! changes. Lists naming groups or subscriptions read the roster from storage per stanza.
 
 pub mod rules;
+mod sessions;
 
 use starling_proto::Attr;
 use std::collections::hash_map::RandomState;
@@ -58,6 +59,7 @@ use starling_storage::StorageError;
 use crate::presence::StoredPresence;
 use crate::roster::item::{RosterItem, STORE as ROSTER_STORE};
 use rules::{Contact, Decision, Kind, ListError, PrivacyList, Rule, Subscription, NS_PRIVACY};
+use sessions::Sessions;
 
 /// The blocking namespace (XEP-0191).
 pub const NS_BLOCKING: &str = "urn:xmpp:blocking";
@@ -93,7 +95,7 @@ struct UserCache {
     /// The default list, if the user has one.
     default: Option<Arc<PrivacyList>>,
     /// Connected sessions by full JID.
-    sessions: HashMap<Jid, SessionState>,
+    sessions: Sessions<SessionState>,
 }
 
 #[derive(Default)]
@@ -547,7 +549,7 @@ impl Privacy {
     async fn ensure_session(&self, server: &Server, session: &Jid) {
         let user = session.bare();
         if let Some(u) = self.users.write().get_mut(&user) {
-            u.sessions.entry(session.clone()).or_default();
+            u.sessions.get_or_default(session);
             return;
         }
         let _g = self.lock(&user).await;
@@ -561,9 +563,9 @@ impl Privacy {
         let mut users = self.users.write();
         let u = users.entry(user).or_insert_with(|| UserCache {
             default,
-            sessions: HashMap::new(),
+            sessions: Sessions::default(),
         });
-        u.sessions.entry(session.clone()).or_default();
+        u.sessions.get_or_default(session);
     }
 
     fn with_session<R>(&self, session: &Jid, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
