@@ -99,9 +99,13 @@ async fn chat_login_idle_and_churn_scenarios_run() {
 
     // Churn: 10 logins over 4 accounts (so some at once on one account), chat before and after.
     opts.duration = Duration::from_secs(5);
-    let churn = bench::churn(&opts, 1, 8, 300, 10).await.unwrap();
+    // Two chat runs on each side; the server runs in this process, so its CPU is ours.
+    let churn = bench::churn(&opts, 1, 8, 300, 10, 2, Some(std::process::id()))
+        .await
+        .unwrap();
     println!("{churn:?}");
-    for c in [&churn.before, &churn.after] {
+    assert_eq!((churn.before.len(), churn.after.len()), (2, 2), "{churn:?}");
+    for c in churn.before.iter().chain(&churn.after) {
         assert_eq!((c.sent, c.delivered), (300, 300), "{churn:?}");
         assert_eq!((c.lost, c.duplicated, c.reordered, c.errors), (0, 0, 0, 0));
     }
@@ -110,10 +114,14 @@ async fn chat_login_idle_and_churn_scenarios_run() {
         (10, 0),
         "{churn:?}"
     );
-    assert!(churn.ratio > 0.0);
+    assert!(churn.ratio() > 0.0);
+    let (cpu_before, cpu_after) = churn.cpu_us_per_message.expect("server CPU per message");
+    assert!(cpu_before > 0.0 && cpu_after > 0.0, "{churn:?}");
     let s = churn.summary();
     assert_eq!(s.get("logins"), Some("10"));
-    assert!(s.get("ratio").is_some());
+    assert_eq!(s.get("rounds"), Some("2"));
+    assert_eq!(s.get("before_runs").map(|r| r.split('/').count()), Some(2));
+    assert!(s.get("ratio").is_some() && s.get("cpu_ratio").is_some());
 
     // Anything but loopback is refused before a packet is sent.
     let mut remote = opts.clone();

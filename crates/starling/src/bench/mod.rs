@@ -247,9 +247,15 @@ enum Scenario {
         common: CommonArgs,
         #[command(flatten)]
         pairs: PairArgs,
-        /// Logins (and logouts) between the two chat runs, over the accounts in turn.
+        /// Logins (and logouts) between the chat runs, over the accounts in turn.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         logins: u64,
+        /// Chat runs on each side of the logins; each side's figure is their mean.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10))]
+        rounds: u64,
+        /// The server's process id, to read its CPU time per message from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
 }
 
@@ -662,9 +668,22 @@ pub async fn run(args: BenchArgs, config: Config) -> Result<(), String> {
             ("relay", s)
         }
         Scenario::Churn {
-            pairs: p, logins, ..
+            pairs: p,
+            logins,
+            rounds,
+            server_pid,
+            ..
         } => {
-            let r = churn(&opts, p.pairs, p.window, p.max_messages, usize_of(*logins)?).await?;
+            let r = churn(
+                &opts,
+                p.pairs,
+                p.window,
+                p.max_messages,
+                usize_of(*logins)?,
+                usize_of(*rounds)?,
+                *server_pid,
+            )
+            .await?;
             ("churn", r.summary())
         }
         Scenario::RelayServer { .. } => unreachable!("handled above"),
