@@ -649,6 +649,32 @@ mod tests {
         (accepted.await.unwrap().unwrap(), client)
     }
 
+    fn tls13_client(cert: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+        client_config(
+            cert,
+            vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
+            &rustls::version::TLS13,
+        )
+    }
+
+    /// `up` from the client to the server, then `down` back, each arriving in one read.
+    async fn ping_pong(
+        server: &mut ServerTls,
+        client: &mut TlsStream<TcpStream>,
+        up: &[u8],
+        down: &[u8],
+    ) {
+        let mut buf = [0u8; 256];
+        client.write_all(up).await.unwrap();
+        client.flush().await.unwrap();
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], up);
+        server.write_all(down).await.unwrap();
+        server.flush().await.unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], down);
+    }
+
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -746,15 +772,7 @@ mod tests {
             Some(rustls::ProtocolVersion::TLSv1_2)
         );
         assert_eq!(server.tls_exporter(), None);
-        client.write_all(b"<presence/>").await.unwrap();
-        client.flush().await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = server.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"<presence/>");
-        server.write_all(b"<iq/>").await.unwrap();
-        server.flush().await.unwrap();
-        let n = client.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"<iq/>");
+        ping_pong(&mut server, &mut client, b"<presence/>", b"<iq/>").await;
         assert_eq!(server.held_bytes(), 0);
     }
 
@@ -763,32 +781,16 @@ mod tests {
     #[tokio::test]
     async fn a_key_update_is_answered_and_traffic_goes_on() {
         let (settings, cert) = server_settings();
-        let cfg = client_config(
-            &cert,
-            vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
-            &rustls::version::TLS13,
-        );
+        let cfg = tls13_client(&cert);
         let (mut server, mut client) = connect(&settings, cfg).await;
         client.get_mut().1.refresh_traffic_keys().unwrap();
-        client.write_all(b"after the update").await.unwrap();
-        client.flush().await.unwrap();
-        let mut buf = [0u8; 64];
-        let n = server.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"after the update");
-        server.write_all(b"and back").await.unwrap();
-        server.flush().await.unwrap();
-        let n = client.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"and back");
+        ping_pong(&mut server, &mut client, b"after the update", b"and back").await;
     }
 
     #[tokio::test]
     async fn close_notify_ends_the_stream_both_ways() {
         let (settings, cert) = server_settings();
-        let cfg = client_config(
-            &cert,
-            vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
-            &rustls::version::TLS13,
-        );
+        let cfg = tls13_client(&cert);
         let (mut server, mut client) = connect(&settings, cfg).await;
         client.shutdown().await.unwrap();
         let mut buf = [0u8; 16];
@@ -814,11 +816,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_reader_bounds_what_is_queued() {
         let (settings, cert) = server_settings();
-        let cfg = client_config(
-            &cert,
-            vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
-            &rustls::version::TLS13,
-        );
+        let cfg = tls13_client(&cert);
         let (mut server, mut client) = connect(&settings, cfg).await;
         let data = pattern(8 << 20, 3);
         let mut sent = 0;
@@ -856,11 +854,7 @@ mod tests {
     async fn half_a_record_holds_only_its_own_bytes() {
         use std::io::Write as _;
         let (settings, cert) = server_settings();
-        let cfg = client_config(
-            &cert,
-            vec![cipher_suite::TLS13_AES_128_GCM_SHA256],
-            &rustls::version::TLS13,
-        );
+        let cfg = tls13_client(&cert);
         let (mut server, mut client) = connect(&settings, cfg).await;
         let text = pattern(3000, 5);
         let (tcp, conn) = client.get_mut();
