@@ -220,10 +220,7 @@ impl ServerTls {
                         &mut self.outgoing,
                         1024,
                         |out| data.encode(out),
-                        |e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        },
+                        encode_need,
                     );
                     if let Err(e) = r {
                         disarm();
@@ -402,15 +399,7 @@ impl ServerTls {
         if self.conn.wants_write() {
             let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.incoming);
             if let Ok(ConnectionState::EncodeTlsData(mut data)) = state {
-                let _ = append_with(
-                    &mut self.outgoing,
-                    64,
-                    |out| data.encode(out),
-                    |e| match e {
-                        EncodeError::InsufficientSize(s) => Some(s.required_size),
-                        _ => None,
-                    },
-                );
+                let _ = append_with(&mut self.outgoing, 64, |out| data.encode(out), encode_need);
             }
         }
         if self.out_pos < self.outgoing.len() {
@@ -527,6 +516,13 @@ impl AsyncWrite for ServerTls {
 
 fn disarm() {
     CAPTURE_ARMED.with(|a| a.set(false));
+}
+
+fn encode_need(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
 }
 
 fn encrypt_need(e: &EncryptError) -> Option<usize> {
