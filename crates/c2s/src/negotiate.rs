@@ -386,9 +386,12 @@ impl Negotiation {
 
     /// Whether this stream runs TLS itself, so that SCRAM-*-PLUS can bind to it.
     fn channel_binding(&self) -> bool {
-        self.stream
-            .as_ref()
-            .is_some_and(|s| s.get_ref().tls().is_some())
+        self.tls_stream().is_some()
+    }
+
+    /// The stream's own TLS layer, if it runs one (not the HTTP front end's pipe).
+    fn tls_stream(&self) -> Option<&ServerTls> {
+        self.stream.as_ref().and_then(|s| s.get_ref().tls())
     }
 
     fn mechanisms(&self) -> Vec<Mechanism> {
@@ -429,14 +432,16 @@ impl Negotiation {
                 if self.registration_offered() {
                     out.push_str(&format!("<register xmlns='{NS_FEATURE}'/>"));
                 }
-                if let Some(tls) = self.stream.as_ref().and_then(|s| s.get_ref().tls()) {
-                    // XEP-0440: which channel-binding types this stream supports
+                let bindings = self.bindings();
+                if !bindings.is_empty() {
+                    // XEP-0440: the channel-binding types SCRAM-PLUS can use on this stream
                     // (`tls-exporter` under TLS 1.3 only; see tls_stream.rs).
                     out.push_str("<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>");
-                    if tls.tls_exporter().is_some() {
-                        out.push_str("<channel-binding type='tls-exporter'/>");
+                    for b in &bindings {
+                        out.push_str("<channel-binding type='");
+                        out.push_str(b.kind.name());
+                        out.push_str("'/>");
                     }
-                    out.push_str("<channel-binding type='tls-server-end-point'/>");
                     out.push_str("</sasl-channel-binding>");
                 }
             }
@@ -513,7 +518,7 @@ impl Negotiation {
     }
 
     fn bindings(&self) -> Vec<ChannelBinding> {
-        match self.stream.as_ref().and_then(|s| s.get_ref().tls()) {
+        match self.tls_stream() {
             Some(conn) => channel_bindings(conn, &self.tls.end_point_hash),
             None => Vec::new(),
         }

@@ -91,9 +91,17 @@ enum Step {
 
 /// What to do once the connection may carry application data.
 enum Action<'a> {
-    None,
     Encrypt(&'a [u8]),
     CloseNotify,
+}
+
+/// An exporter secret caught by [`ExporterCapture`], wiped when dropped.
+struct Secret(Vec<u8>);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.fill(0);
+    }
 }
 
 /// A server-side TLS stream over TCP. See the module documentation.
@@ -150,7 +158,7 @@ impl ServerTls {
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            let step = match self.process(None, Action::None) {
+            let step = match self.process(None, None) {
                 Ok(step) => step,
                 Err(e) => {
                     self.send_alert();
@@ -177,33 +185,30 @@ impl ServerTls {
     fn process(
         &mut self,
         mut dst: Option<&mut ReadBuf<'_>>,
-        action: Action<'_>,
+        mut action: Option<Action<'_>>,
     ) -> io::Result<Step> {
-        let mut action = Some(action);
         loop {
+            // The key log is called inside `process_tls_records`, on this thread.
             let handshaking = self.conn.is_handshaking();
             if handshaking {
                 CAPTURE_ARMED.with(|a| a.set(true));
             }
             let UnbufferedStatus { mut discard, state } =
                 self.conn.process_tls_records(&mut self.incoming);
+            let caught = if handshaking {
+                CAPTURE_ARMED.with(|a| a.set(false));
+                CAPTURED.with(|c| c.borrow_mut().take()).map(Secret)
+            } else {
+                None
+            };
             let step = match state {
-                Err(e) => {
-                    disarm();
-                    return Err(tls_error(e));
-                }
+                Err(e) => return Err(tls_error(e)),
                 Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     while let Some(record) = traffic.next_record() {
                         let AppDataRecord {
                             discard: more,
                             payload,
-                        } = match record {
-                            Ok(r) => r,
-                            Err(e) => {
-                                disarm();
-                                return Err(tls_error(e));
-                            }
-                        };
+                        } = record.map_err(tls_error)?;
                         discard += more;
                         let mut rest = payload;
                         if let Some(dst) = dst.as_deref_mut() {
@@ -216,16 +221,13 @@ impl ServerTls {
                     None
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    let r = append_with(
+                    append_with(
                         &mut self.outgoing,
                         1024,
                         |out| data.encode(out),
                         encode_need,
-                    );
-                    if let Err(e) = r {
-                        disarm();
-                        return Err(io::Error::other(e.to_string()));
-                    }
+                    )
+                    .map_err(|e| io::Error::other(e.to_string()))?;
                     None
                 }
                 Ok(ConnectionState::TransmitTlsData(data)) => {
@@ -251,20 +253,17 @@ impl ServerTls {
                             |out| traffic.queue_close_notify(out),
                             encrypt_need,
                         ),
-                        Some(Action::None) | None => Ok(()),
+                        None => Ok(()),
                     };
-                    if let Err(e) = r {
-                        disarm();
-                        return Err(io::Error::other(e.to_string()));
-                    }
+                    r.map_err(|e| io::Error::other(e.to_string()))?;
                     Some(Step::NeedRead)
                 }
                 Ok(ConnectionState::PeerClosed) => {
                     self.read_closed = true;
                     // Our side may still write (the state machine offers writing next).
                     match action {
-                        Some(Action::Encrypt(_) | Action::CloseNotify) => None,
-                        _ => Some(Step::Closed),
+                        Some(_) => None,
+                        None => Some(Step::Closed),
                     }
                 }
                 Ok(ConnectionState::Closed) => {
@@ -273,29 +272,23 @@ impl ServerTls {
                 }
                 Ok(ConnectionState::ReadEarlyData(_)) => {
                     // Early data is not enabled in the configuration (max_early_data_size 0).
-                    disarm();
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
                         "unexpected TLS early data",
                     ));
                 }
                 Ok(other) => {
-                    disarm();
                     return Err(io::Error::other(format!("unexpected TLS state {other:?}")));
                 }
             };
-            if handshaking {
-                disarm();
-                if let Some(mut secret) = CAPTURED.with(|c| c.borrow_mut().take()) {
-                    self.exporter = self.derive_exporter(&secret);
-                    secret.fill(0);
-                }
+            if let Some(secret) = caught {
+                self.exporter = self.derive_exporter(&secret.0);
             }
             if discard > 0 {
                 self.incoming.drain(..discard);
             }
             if let Some(step) = step {
-                if matches!(action, Some(Action::Encrypt(_) | Action::CloseNotify)) {
+                if action.is_some() {
                     return Err(match step {
                         Step::NeedRead => io::Error::new(
                             io::ErrorKind::NotConnected,
@@ -366,9 +359,7 @@ impl ServerTls {
             self.incoming.to_vec()
         };
         let buf = std::mem::replace(&mut self.incoming, kept);
-        if buf.capacity() <= SPARE_MAX {
-            spare::give(&IN_SPARE, buf);
-        }
+        spare::give_up_to(&IN_SPARE, buf, SPARE_MAX);
     }
 
     /// Writes `outgoing` to the socket; Ready(Ok) once all of it is written (and the buffer
@@ -381,13 +372,7 @@ impl ServerTls {
             }
             self.out_pos += n;
         }
-        if self.outgoing.capacity() > 0 {
-            let buf = std::mem::take(&mut self.outgoing);
-            self.out_pos = 0;
-            if buf.capacity() <= SPARE_MAX {
-                spare::give(&OUT_SPARE, buf);
-            }
-        }
+        self.release_outgoing();
         Poll::Ready(Ok(()))
     }
 
@@ -405,15 +390,14 @@ impl ServerTls {
         if self.out_pos < self.outgoing.len() {
             let _ = self.tcp.try_write(&self.outgoing[self.out_pos..]);
         }
-        self.outgoing = Vec::new();
-        self.out_pos = 0;
+        self.release_outgoing();
     }
 
-    /// Takes the thread's spare for `outgoing` if it holds nothing.
-    fn outgoing_from_spare(&mut self) {
-        if self.outgoing.capacity() == 0 {
-            self.outgoing = spare::take(&OUT_SPARE);
-        }
+    /// Gives `outgoing` back to the thread, written or not.
+    fn release_outgoing(&mut self) {
+        let buf = std::mem::take(&mut self.outgoing);
+        self.out_pos = 0;
+        spare::give_up_to(&OUT_SPARE, buf, SPARE_MAX);
     }
 
     #[cfg(test)]
@@ -445,7 +429,7 @@ impl AsyncRead for ServerTls {
                 return Poll::Ready(Ok(()));
             }
             let before = buf.filled().len();
-            let step = match this.process(Some(&mut *buf), Action::None) {
+            let step = match this.process(Some(&mut *buf), None) {
                 Ok(step) => step,
                 Err(e) => {
                     this.send_alert();
@@ -486,8 +470,7 @@ impl AsyncWrite for ServerTls {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         let n = data.len().min(WRITE_CHUNK);
-        this.outgoing_from_spare();
-        this.process(None, Action::Encrypt(&data[..n]))?;
+        this.process(None, Some(Action::Encrypt(&data[..n])))?;
         // Written at once when the socket allows; otherwise by the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_flush_outgoing(cx) {
             return Poll::Ready(Err(e));
@@ -506,16 +489,11 @@ impl AsyncWrite for ServerTls {
         ready!(this.poll_flush_outgoing(cx))?;
         if !this.close_sent {
             this.close_sent = true;
-            this.outgoing_from_spare();
-            this.process(None, Action::CloseNotify)?;
+            this.process(None, Some(Action::CloseNotify))?;
             ready!(this.poll_flush_outgoing(cx))?;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
-}
-
-fn disarm() {
-    CAPTURE_ARMED.with(|a| a.set(false));
 }
 
 fn encode_need(e: &EncodeError) -> Option<usize> {
@@ -532,36 +510,31 @@ fn encrypt_need(e: &EncryptError) -> Option<usize> {
     }
 }
 
-/// Appends what `f` writes to `out`, growing it to the size `f` asks for if `guess` was short.
+/// Appends what `f` writes to `out` (the thread's spare when `out` holds no allocation),
+/// growing it to the size `f` asks for if `guess` was short.
 fn append_with<E>(
     out: &mut Vec<u8>,
     guess: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
     required: impl Fn(&E) -> Option<usize>,
 ) -> Result<(), E> {
+    if out.capacity() == 0 {
+        *out = spare::take(&OUT_SPARE);
+    }
     let start = out.len();
     out.resize(start + guess, 0);
-    let written = match f(&mut out[start..]) {
-        Ok(n) => n,
+    let result = match f(&mut out[start..]) {
         Err(e) => match required(&e) {
             Some(need) => {
                 out.resize(start + need, 0);
-                match f(&mut out[start..]) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        out.truncate(start);
-                        return Err(e);
-                    }
-                }
+                f(&mut out[start..])
             }
-            None => {
-                out.truncate(start);
-                return Err(e);
-            }
+            None => Err(e),
         },
+        ok => ok,
     };
-    out.truncate(start + written);
-    Ok(())
+    out.truncate(start + *result.as_ref().unwrap_or(&0));
+    result.map(|_| ())
 }
 
 /// RFC 8446 §7.1 HKDF-Expand-Label.
@@ -625,10 +598,13 @@ mod tests {
         Arc::new(config)
     }
 
-    async fn connect(
+    /// A loopback port whose first connection runs the server side of a handshake.
+    async fn accept_one(
         server: &TlsSettings,
-        client: Arc<rustls::ClientConfig>,
-    ) -> (ServerTls, TlsStream<TcpStream>) {
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<io::Result<ServerTls>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let config = server.config.clone();
@@ -636,6 +612,14 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             ServerTls::accept(tcp, config).await
         });
+        (addr, accepted)
+    }
+
+    async fn connect(
+        server: &TlsSettings,
+        client: Arc<rustls::ClientConfig>,
+    ) -> (ServerTls, TlsStream<TcpStream>) {
+        let (addr, accepted) = accept_one(server).await;
         let tcp = TcpStream::connect(addr).await.unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let client = tokio_rustls::TlsConnector::from(client)
@@ -885,13 +869,7 @@ mod tests {
     #[tokio::test]
     async fn plaintext_instead_of_a_client_hello_fails_the_handshake() {
         let (settings, _) = server_settings();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = settings.config.clone();
-        let accepted = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            ServerTls::accept(tcp, config).await
-        });
+        let (addr, accepted) = accept_one(&settings).await;
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"<?xml version='1.0'?><stream:stream to='localhost'>")
             .await

@@ -15,6 +15,14 @@ pub fn take<T>(spare: &'static Spare<T>) -> Vec<T> {
     spare.with(Cell::take)
 }
 
+/// [`give`], for a buffer of at most `max_capacity` elements; a larger one is dropped, so a
+/// burst does not leave the thread holding its high-water mark.
+pub fn give_up_to<T>(spare: &'static Spare<T>, buf: Vec<T>, max_capacity: usize) {
+    if buf.capacity() <= max_capacity {
+        give(spare, buf);
+    }
+}
+
 /// Offers `buf`, cleared, as the thread's spare; it is dropped if the thread already has one.
 pub fn give<T>(spare: &'static Spare<T>, mut buf: Vec<T>) {
     if buf.capacity() == 0 {
@@ -47,5 +55,13 @@ mod tests {
         assert!(got.capacity() >= 64, "the first one offered stays");
         assert!(got.is_empty(), "cleared");
         assert_eq!(take(&S).capacity(), 0, "taken");
+    }
+
+    #[test]
+    fn an_oversized_buffer_is_not_kept() {
+        give_up_to(&S, Vec::with_capacity(1000), 100);
+        assert_eq!(take(&S).capacity(), 0, "over the bound: dropped");
+        give_up_to(&S, Vec::with_capacity(100), 100);
+        assert!(take(&S).capacity() >= 100, "at the bound: kept");
     }
 }

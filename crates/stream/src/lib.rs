@@ -294,9 +294,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> XmlStream<T> {
             // thread's spare unless the thread has one (or it is oversized).
             let buf = std::mem::take(&mut self.write_buf);
             self.written = 0;
-            if buf.capacity() <= SPARE_MAX {
-                spare::give(&SPARE, buf);
-            }
+            spare::give_up_to(&SPARE, buf, SPARE_MAX);
         }
         self.io.flush().await
     }
